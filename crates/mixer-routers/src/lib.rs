@@ -1,1 +1,59 @@
-//! placeholder
+//! Routers for mixer: implementations of [`mixer_core::Router`].
+//!
+//! - [`KMeansLeastSquares`] — the MixER gate: a linear gate `G: [d_xi + 1, K]` on environment contexts,
+//!   refit without gradients by K-means (mean-absolute distance), cluster → expert matching and a
+//!   minimum-norm least-squares solve (MIXER.md §3).
+//! - [`GradientGate`] — the naive-MoE baseline: a softmax gate trained by gradient, Switch top-1 or
+//!   dense, with the importance balancing loss (MIXER.md §2).
+//! - [`NoisyTopK`] — Shazeer's noisy top-k gate with importance and smooth load losses, optional
+//!   Switch balance and z-loss, and always-on shared experts (ROUTERS.md §1).
+//! - [`ExpertChoice`] — experts pick their top-C units (ROUTERS.md §2); batch-coupled.
+//!
+//! ```
+//! use mixer_core::Seeds;
+//! use mixer_routers::KMeansLsParams;
+//! use ndarray::array;
+//!
+//! # fn main() -> Result<(), mixer_routers::RouterError> {
+//! let mut rng = Seeds::new(0).stream("gate");
+//! let mut gate = KMeansLsParams::recommended(2, 1).init(&mut rng)?;
+//! // Two families of environments (contexts near -1 and +1); expert 1 fits the first, expert 0 the second.
+//! let contexts = array![[-1.0], [-1.1], [1.0], [1.1]];
+//! let losses = array![[5.0, 0.1], [5.0, 0.2], [0.1, 5.0], [0.3, 5.0]];
+//! gate.update(&contexts, &losses, &mut rng)?;
+//! assert_eq!(gate.assignment(&contexts)?, vec![1, 1, 0, 0]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod balance;
+mod error;
+mod expert_choice;
+mod gradient_gate;
+pub mod kmeans;
+mod kmeans_ls;
+mod lstsq;
+pub mod matching;
+mod noisy_topk;
+mod params;
+mod select;
+
+pub use balance::cv_squared;
+pub use error::RouterError;
+pub use expert_choice::{ExpertChoice, ExpertChoiceConfig};
+pub use gradient_gate::{GateMode, GradientGate, GradientGateConfig};
+pub use kmeans_ls::{GateStats, KMeansLeastSquares, KMeansLsState};
+pub use lstsq::min_norm_lstsq;
+pub use noisy_topk::{NoisyTopK, NoisyTopKConfig};
+pub use params::{ClusterCount, EmptyCluster, KMeansInit, KMeansLsParams, Matching, ValidKMeansLsParams};
+pub use select::{argmax_lowest, softmax_row, topk_lowest};
+
+/// CPU backend used by the tests: `NdArray<f64>` for every test of this crate. burn 0.21 keeps the default
+/// float dtype per device *type* in a process-wide registry, and `NdArray<f32>` and `NdArray<f64>` share
+/// `NdArrayDevice`, so whichever runs first decides the dtype of both; one precision per test binary avoids
+/// that (f32 runs use the `Flex` backend, whose device is distinct).
+#[cfg(test)]
+pub type TestBackend = burn::backend::NdArray<f64>;
+/// Autodiff over [`TestBackend`].
+#[cfg(test)]
+pub type TestAutodiffBackend = burn::backend::Autodiff<TestBackend>;

@@ -1,1 +1,64 @@
-//! placeholder
+//! Meta-training, adaptation, evaluation, metrics and checkpoints for mixer (MIXER.md §2–§5).
+//!
+//! [`Trainer`] runs the alternating proximal loop (context block, then model block, each
+//! step on a random subset of nearby environments, with MixER's gate refit on a schedule),
+//! writes atomic checkpoints and resumes from them; [`adapt`] fits contexts of new
+//! environments with everything else frozen; [`evaluate`] rolls out a split and scores it.
+
+mod adabelief;
+mod adapt;
+mod atomic;
+pub mod batch;
+pub mod checkpoint;
+mod config;
+mod evaluate;
+mod expert_losses;
+mod loss;
+pub mod metrics;
+mod model;
+mod proximal;
+mod schedule;
+mod subset;
+mod trainer;
+
+pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
+pub use adapt::{AdaptMode, adapt};
+pub use atomic::{read_json, write_atomic, write_json};
+pub use config::{AdaptConfig, ContextStart, DataOptions, KMeansSettings, ModelConfig, RouterConfig, RunConfig, TrainConfig};
+pub use evaluate::{EvalReport, evaluate, predict, score};
+pub use expert_losses::{constant_routing, expert_loss_matrix};
+pub use loss::{aux_total, env_losses, meta_loss};
+pub use model::{HostRouter, HostRouterState, MixerModel, Theta, assignment, route};
+pub use proximal::{flat_params, proximal_term};
+pub use schedule::PiecewiseLr;
+pub use subset::{nearest_subset, subset_around};
+pub use trainer::{OuterRecord, TrainState, Trainer};
+
+/// Errors of training, adaptation and evaluation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A base error (config, shapes, solver, I/O).
+    #[error(transparent)]
+    Core(#[from] mixer_core::Error),
+    /// An expert or mixture error.
+    #[error(transparent)]
+    Experts(#[from] mixer_experts::ExpertError),
+    /// A router error.
+    #[error(transparent)]
+    Routers(#[from] mixer_routers::RouterError),
+    /// A rollout failed; names the environments involved.
+    #[error("rollout of environments {envs:?} failed: {source}")]
+    Rollout {
+        /// Dataset indices of the environments in the failing rollout.
+        envs: Vec<usize>,
+        /// The solver error.
+        source: Box<TrainError>,
+    },
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    pub type TestBackend = burn::backend::NdArray<f64>;
+    pub type TestAutodiffBackend = burn::backend::Autodiff<TestBackend>;
+}

@@ -1,0 +1,51 @@
+//! `mixer eval`: in-domain and adaptation metrics of a trained run, written to metrics.json.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use mixer_experiments::{BackendJob, DeviceChoice, RunData, eval_run, read_run_config};
+
+/// Arguments of `mixer eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A trained run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// Data folder (test for in-domain, adapt_train / adapt_test for adaptation).
+    #[arg(long)]
+    data: PathBuf,
+    /// Device: cpu, flex, ndarray or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+}
+
+struct Job {
+    data: RunData,
+    args: EvalArgs,
+}
+
+impl BackendJob for Job {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device, label: &str) -> Self::Output {
+        let m = eval_run::<B>(&self.args.run, &self.data, &device, label)?;
+        println!("in-domain      mse {:.4e} ± {:.2e}   rel_l2 {:.4e}", m.in_domain.mse.mean, m.in_domain.mse.std, m.in_domain.rel_l2.mean);
+        println!("adapt (bulk)   mse {:.4e} ± {:.2e}   rel_l2 {:.4e}", m.adaptation.bulk.mse.mean, m.adaptation.bulk.mse.std, m.adaptation.bulk.rel_l2.mean);
+        println!("adapt (seq.)   mse {:.4e} ± {:.2e}   rel_l2 {:.4e}", m.adaptation.sequential.mse.mean, m.adaptation.sequential.mse.std, m.adaptation.sequential.rel_l2.mean);
+        if let (Some(p), Some(n)) = (m.routing.purity, m.routing.nmi) {
+            println!("routing        purity {p:.3}   nmi {n:.3}");
+        }
+        println!("routing        assignment {:?}", m.routing.assignment);
+        println!("metrics written to {}", self.args.run.join("metrics.json").display());
+        Ok(())
+    }
+}
+
+/// Runs `mixer eval`.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let config = read_run_config(&args.run)?;
+    let data = RunData::load(&args.data, config.data.subsample)?;
+    let device = args.device;
+    mixer_experiments::dispatch(device, Job { data, args })?
+}

@@ -1,0 +1,66 @@
+//! `mixer train`: meta-train a model on a data folder.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use mixer_experiments::{BackendJob, DeviceChoice, Experiment, Profile, RunData, dispatch, train_run};
+
+/// Arguments of `mixer train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Experiment file (TOML with a [run] table and profiles).
+    #[arg(long)]
+    config: PathBuf,
+    /// Data folder in the published layout (train.npz, test.npz, adapt_train.npz, adapt_test.npz).
+    #[arg(long)]
+    data: PathBuf,
+    /// Run folder (created; an existing run resumes from its last checkpoint).
+    #[arg(long)]
+    out: PathBuf,
+    /// Parameter profile.
+    #[arg(long, default_value = "quick")]
+    profile: Profile,
+    /// Training seed (default: the experiment's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Device: cpu, flex, ndarray or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+}
+
+struct Job {
+    experiment: Experiment,
+    data: RunData,
+    args: TrainArgs,
+}
+
+impl BackendJob for Job {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device, label: &str) -> Self::Output {
+        let seed = self.args.seed.unwrap_or(self.experiment.seed);
+        tracing::info!(device = label, seed, "training");
+        let state = train_run::<B>(self.experiment.run, &self.data, &self.args.out, seed, true, &device)?;
+        println!(
+            "trained {} outer steps in {:.1} s ({} gate refits, {} skipped); run folder {}",
+            state.outer_done,
+            state.train_seconds,
+            state.gate_updates,
+            state.skipped_gate_updates,
+            self.args.out.display()
+        );
+        Ok(())
+    }
+}
+
+/// Runs `mixer train`.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let experiment = Experiment::load(&args.config, args.profile)
+        .with_context(|| format!("reading experiment {}", args.config.display()))?;
+    let data = RunData::load(&args.data, experiment.run.data.subsample)
+        .with_context(|| format!("reading data folder {}", args.data.display()))?;
+    let device = args.device;
+    dispatch(device, Job { experiment, data, args })?
+}

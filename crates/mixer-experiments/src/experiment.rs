@@ -1,0 +1,181 @@
+//! Experiment definitions: a TOML file with a base run config, profile overrides (`quick`,
+//! `paper`) and the variants to compare (MixER, naive gradient gate, one expert).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use mixer_core::Error;
+use mixer_routers::GateMode;
+use mixer_train::{RouterConfig, RunConfig};
+
+use crate::ExperimentError;
+
+/// Named parameter sets: `quick` finishes on 2 CPU cores in minutes, `paper` is the published one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Short runs for CI machines and first looks.
+    Quick,
+    /// The published settings.
+    Paper,
+}
+
+impl Profile {
+    /// The profile's name in experiment files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Quick => "quick",
+            Profile::Paper => "paper",
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "quick" => Ok(Profile::Quick),
+            "paper" => Ok(Profile::Paper),
+            other => Err(format!("unknown profile `{other}`: expected `quick` or `paper`")),
+        }
+    }
+}
+
+/// A model compared in an experiment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// The configured model (MixER: K-means + least-squares gate).
+    Mixer,
+    /// The same experts with a softmax gate trained by gradient (Switch-style weighted top-1).
+    GradientGate,
+    /// One expert with the context size of one MixER expert.
+    SingleExpert,
+}
+
+impl Variant {
+    /// Short name used in folders and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Mixer => "mixer",
+            Variant::GradientGate => "gradient-gate",
+            Variant::SingleExpert => "single-expert",
+        }
+    }
+
+    /// The run config of this variant derived from the experiment's base config.
+    pub fn apply(self, base: &RunConfig) -> RunConfig {
+        let mut c = base.clone();
+        match self {
+            Variant::Mixer => {}
+            Variant::GradientGate => {
+                c.router = RouterConfig::Gradient { mode: GateMode::SwitchTop1, importance: 0.1 };
+            }
+            Variant::SingleExpert => {
+                c.model.context_dim = base.expert_context_dim();
+                c.model.experts = 1;
+            }
+        }
+        c
+    }
+}
+
+/// Where an experiment's data comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    /// System of the zoo to generate (`mixer generate --system NAME`).
+    pub system: String,
+    /// Seed of the generation.
+    pub seed: u64,
+    /// A published dataset folder to run on as well, relative to the experiment file (skipped
+    /// with a message when absent).
+    pub published: Option<String>,
+}
+
+/// One experiment, resolved for a profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    /// Short name (folder and table name).
+    pub name: String,
+    /// One line on what it shows.
+    pub description: String,
+    /// Headline metric: `mse` or `rel_l2`.
+    pub metric: String,
+    /// Data to generate (and published data to use).
+    pub data: DataSource,
+    /// Models compared.
+    pub variants: Vec<Variant>,
+    /// Run config of the configured model under the chosen profile.
+    pub run: RunConfig,
+    /// Training seed.
+    pub seed: u64,
+}
+
+impl Experiment {
+    /// Reads an experiment file and applies the overrides of `profile`.
+    pub fn load(path: &Path, profile: Profile) -> Result<Self, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, profile).map_err(|e| match e {
+            ExperimentError::Toml { message, .. } => ExperimentError::Toml { path: path.to_path_buf(), message },
+            other => other,
+        })
+    }
+
+    /// Parses experiment TOML text and applies the overrides of `profile`.
+    pub fn parse(text: &str, profile: Profile) -> Result<Self, ExperimentError> {
+        let bad = |message: String| ExperimentError::Toml { path: "<text>".into(), message };
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let profiles = doc.remove("profile");
+        let mut run = doc.remove("run").ok_or_else(|| bad("missing [run] table".into()))?;
+        if let Some(toml::Value::Table(mut ps)) = profiles
+            && let Some(over) = ps.remove(profile.name())
+        {
+            merge(&mut run, over);
+        }
+        let run: RunConfig = run.try_into().map_err(|e: toml::de::Error| bad(format!("[run]: {e}")))?;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Head {
+            name: String,
+            description: String,
+            metric: String,
+            seed: u64,
+            data: DataSource,
+            variants: Vec<Variant>,
+        }
+        let head: Head = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| bad(e.to_string()))?;
+        if !matches!(head.metric.as_str(), "mse" | "rel_l2") {
+            return Err(Error::config("metric", format!("`mse` or `rel_l2`, got `{}`", head.metric)).into());
+        }
+        run.validate()?;
+        Ok(Self {
+            name: head.name,
+            description: head.description,
+            metric: head.metric,
+            data: head.data,
+            variants: head.variants,
+            run,
+            seed: head.seed,
+        })
+    }
+}
+
+/// Recursively overwrites `base` with the entries of `over`.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}

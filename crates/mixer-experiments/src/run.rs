@@ -1,0 +1,211 @@
+//! Train, adapt and evaluate one run folder; what `mixer train | adapt | eval` and the
+//! reproduce harness call.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::tensor::{Tensor, backend::AutodiffBackend};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use mixer_core::host::{tensor2, to_vec};
+use mixer_core::{ContextModel, Error, Seeds};
+use mixer_train::metrics::{nmi, purity};
+use mixer_train::{
+    AdaptMode, EvalReport, HostRouter, MixerModel, RunConfig, TrainState, Trainer, adapt, checkpoint, evaluate,
+    read_json, write_json,
+};
+
+use crate::ExperimentError;
+use crate::data::RunData;
+
+/// Routing outcome of a trained model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoutingMetrics {
+    /// Expert of each training environment.
+    pub assignment: Vec<usize>,
+    /// Family of each training environment, when known.
+    pub families: Option<Vec<usize>>,
+    /// Share of environments routed to their family's majority expert.
+    pub purity: Option<f64>,
+    /// Normalised mutual information between families and experts.
+    pub nmi: Option<f64>,
+    /// Successful gate refits.
+    pub gate_updates: usize,
+    /// Skipped gate refits.
+    pub skipped_gate_updates: usize,
+}
+
+/// Wall-clock figures of the training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Seconds spent training.
+    pub train_seconds: f64,
+    /// Outer steps completed.
+    pub outer_steps: usize,
+    /// Mean seconds per outer step.
+    pub seconds_per_outer_step: f64,
+    /// The device that ran it.
+    pub device: String,
+}
+
+/// Adaptation scores by mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdaptationMetrics {
+    /// All new environments fitted together.
+    pub bulk: EvalReport,
+    /// New environments fitted one at a time.
+    pub sequential: EvalReport,
+}
+
+/// Everything `metrics.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// Training environments, new initial conditions (test split).
+    pub in_domain: EvalReport,
+    /// New environments (adapt_test after fitting on adapt_train).
+    pub adaptation: AdaptationMetrics,
+    /// Routing of the training environments.
+    pub routing: RoutingMetrics,
+    /// Training time.
+    pub timing: Timing,
+}
+
+/// Trains (or resumes) a run in `run`.
+pub fn train_run<B: AutodiffBackend>(
+    config: RunConfig,
+    data: &RunData,
+    run: &Path,
+    seed: u64,
+    progress: bool,
+    device: &B::Device,
+) -> Result<TrainState, ExperimentError> {
+    let mut trainer = Trainer::<B>::new(config, data.train.clone(), Seeds::new(seed), run, true, device)?
+        .with_progress(progress);
+    trainer.run()?;
+    info!(run = %run.display(), outer = trainer.state.outer_done, "training finished");
+    Ok(trainer.state.clone())
+}
+
+/// A trained run loaded from its folder (best checkpoint if any, else the latest).
+pub struct LoadedRun<B: AutodiffBackend> {
+    /// The run's config.
+    pub config: RunConfig,
+    /// The run's seed.
+    pub seeds: Seeds,
+    /// Trained parameters.
+    pub model: MixerModel<B>,
+    /// Gate state.
+    pub host: HostRouter,
+    /// Trainer state at that checkpoint.
+    pub state: TrainState,
+}
+
+/// Loads the trained model of a run folder.
+pub fn load_run<B: AutodiffBackend>(
+    run: &Path,
+    data: &RunData,
+    device: &B::Device,
+) -> Result<LoadedRun<B>, ExperimentError> {
+    let config: RunConfig = read_json(&run.join("config.json"))?;
+    let seeds: Seeds = read_json(&run.join("seed.json"))?;
+    let dir = if run.join("best").exists() {
+        run.join("best")
+    } else {
+        checkpoint::latest(run)?
+            .map(|(_, d)| d)
+            .ok_or_else(|| Error::config("run", format!("{} has no checkpoint: train it first", run.display())))?
+    };
+    let (model, _) = MixerModel::<B>::init(&config, data.train.num_envs(), data.train.dim(), &seeds, device)?;
+    let model = checkpoint::load_module(model, &dir, "model", device)?;
+    let host = HostRouter::from_state(&config, &read_json(&dir.join("router.json"))?)?;
+    let state: TrainState = read_json(&dir.join("state.json"))?;
+    Ok(LoadedRun { config, seeds, model, host, state })
+}
+
+/// File holding adapted contexts of a mode.
+pub fn adapted_path(run: &Path, mode: AdaptMode) -> PathBuf {
+    run.join(match mode {
+        AdaptMode::Bulk => "adapted-bulk.json",
+        AdaptMode::Sequential => "adapted-sequential.json",
+    })
+}
+
+/// Fits contexts of the adaptation environments and stores them in the run folder.
+pub fn adapt_run<B: AutodiffBackend>(
+    run: &Path,
+    data: &RunData,
+    mode: AdaptMode,
+    device: &B::Device,
+) -> Result<Vec<Vec<f64>>, ExperimentError> {
+    let loaded = load_run::<B>(run, data, device)?;
+    let ctx = adapt(&loaded.model, &loaded.host, &loaded.config, &data.adapt_train, mode, &loaded.seeds, device)?;
+    let [n, d] = ctx.dims();
+    let values = to_vec(ctx);
+    let rows: Vec<Vec<f64>> = (0..n).map(|i| values[i * d..(i + 1) * d].to_vec()).collect();
+    write_json(&adapted_path(run, mode), &rows)?;
+    Ok(rows)
+}
+
+/// Evaluates a trained run in-domain and after adaptation (adapting first where needed), writes
+/// `metrics.json` and the run's plots, and returns the metrics.
+pub fn eval_run<B: AutodiffBackend>(
+    run: &Path,
+    data: &RunData,
+    device: &B::Device,
+    device_label: &str,
+) -> Result<RunMetrics, ExperimentError> {
+    let loaded = load_run::<B>(run, data, device)?;
+    let valid = loaded.model.valid();
+    let integrator = loaded
+        .config
+        .train
+        .solver
+        .build::<B::InnerBackend>()
+        .map_err(|e| Error::config("train.solver", e.to_string()))?;
+    let contexts = valid.contexts.contexts();
+    let (in_domain, in_pred) = evaluate(&valid.theta, &loaded.host, integrator.as_ref(), contexts.clone(), &data.test)?;
+    let mut adapted = Vec::new();
+    for mode in [AdaptMode::Bulk, AdaptMode::Sequential] {
+        let path = adapted_path(run, mode);
+        let rows: Vec<Vec<f64>> = if path.exists() { read_json(&path)? } else { adapt_run::<B>(run, data, mode, device)? };
+        let d = rows.first().map_or(0, Vec::len);
+        let flat: Vec<f64> = rows.concat();
+        let ctx: Tensor<B::InnerBackend, 2> = tensor2(&flat, [rows.len(), d], device);
+        adapted.push(evaluate(&valid.theta, &loaded.host, integrator.as_ref(), ctx, &data.adapt_test)?);
+    }
+    let (sequential, _) = adapted.pop().expect("two modes");
+    let (bulk, bulk_pred) = adapted.pop().expect("two modes");
+    let assignment = in_domain.assignment.clone();
+    let families = data.train.families.clone();
+    let routing = RoutingMetrics {
+        purity: families.as_ref().map(|f| purity(f, &assignment)),
+        nmi: families.as_ref().map(|f| nmi(f, &assignment)),
+        families,
+        assignment,
+        gate_updates: loaded.state.gate_updates,
+        skipped_gate_updates: loaded.state.skipped_gate_updates,
+    };
+    let outer = loaded.state.outer_done;
+    let timing = Timing {
+        train_seconds: loaded.state.train_seconds,
+        outer_steps: outer,
+        seconds_per_outer_step: loaded.state.train_seconds / outer.max(1) as f64,
+        device: device_label.to_string(),
+    };
+    let metrics = RunMetrics { in_domain, adaptation: AdaptationMetrics { bulk, sequential }, routing, timing };
+    crate::figures::run_figures(run, &loaded, &valid, &data.test, &in_pred, &data.adapt_test, &bulk_pred)?;
+    write_json(&run.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+/// Reads a run's `metrics.json` if it exists.
+pub fn read_metrics(run: &Path) -> Option<RunMetrics> {
+    read_json(&run.join("metrics.json")).ok()
+}
+
+
+/// Reads the config a run was trained with.
+pub fn read_run_config(run: &Path) -> Result<RunConfig, ExperimentError> {
+    Ok(read_json(&run.join("config.json"))?)
+}

@@ -1,0 +1,239 @@
+//! Run configuration: model, router, training, adaptation and data options, checked once.
+
+use serde::{Deserialize, Serialize};
+
+use mixer_core::Error;
+use mixer_experts::ExpertConfig;
+use mixer_ode::SolverConfig;
+use mixer_routers::{ClusterCount, EmptyCluster, GateMode, KMeansInit, KMeansLsParams, Matching};
+
+use crate::{AdaBeliefConfig, TrainError};
+
+/// Everything a training run needs besides the data; written into the run folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Architecture.
+    pub model: ModelConfig,
+    /// How environments are routed to experts.
+    pub router: RouterConfig,
+    /// The meta-training loop.
+    pub train: TrainConfig,
+    /// Adaptation to new environments.
+    pub adapt: AdaptConfig,
+    /// How the stored trajectories are read.
+    pub data: DataOptions,
+}
+
+/// The mixture: number of experts, context size and the expert type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Number of experts `K`.
+    pub experts: usize,
+    /// Context size `d_xi` of each environment; with splitting, each expert reads `d_xi / K`.
+    pub context_dim: usize,
+    /// The expert network (its context size is set from `context_dim`).
+    pub expert: ExpertConfig,
+}
+
+/// The gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RouterConfig {
+    /// MixER: K-means over contexts plus least squares, refit on a schedule.
+    KmeansLs(KMeansSettings),
+    /// Naive MoE: a softmax gate trained by gradient.
+    Gradient {
+        /// Switch-style weighted top-1 or dense softmax.
+        mode: GateMode,
+        /// Coefficient of the importance (CV^2) balancing loss.
+        importance: f64,
+    },
+}
+
+/// Settings of the MixER gate refit (MIXER.md §3); the expert count and context size come
+/// from [`ModelConfig`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KMeansSettings {
+    /// Most K-means iterations per refit (20).
+    pub max_kmeans: usize,
+    /// Convergence threshold on centroid movement (1e-4).
+    pub tol: f64,
+    /// Centroid start without a warm start.
+    pub init: KMeansInit,
+    /// What an empty cluster does.
+    pub empty: EmptyCluster,
+    /// Number of clusters.
+    pub clusters: ClusterCount,
+    /// Cluster-to-expert matching.
+    pub matching: Matching,
+    /// Noise added to contexts before the least-squares solve (1e-4).
+    pub ls_noise: f64,
+}
+
+impl KMeansSettings {
+    /// The router parameters for `experts` experts on contexts of size `context_dim`.
+    pub fn params(&self, experts: usize, context_dim: usize) -> KMeansLsParams {
+        KMeansLsParams::new(experts, context_dim)
+            .max_kmeans(self.max_kmeans)
+            .tol(self.tol)
+            .init_method(self.init)
+            .empty_cluster(self.empty)
+            .clusters(self.clusters)
+            .matching(self.matching)
+            .ls_noise(self.ls_noise)
+    }
+}
+
+/// The alternating proximal meta-training loop (MIXER.md §3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Outer steps.
+    pub outer_steps: usize,
+    /// Context-block steps per outer step.
+    pub context_steps: usize,
+    /// Model-block steps per outer step.
+    pub model_steps: usize,
+    /// Learning rate of the model block.
+    pub lr_model: f64,
+    /// Learning rate of the context block (constant).
+    pub lr_context: f64,
+    /// Factor applied to the model learning rate at each boundary of `lr_drop_at`.
+    pub lr_drop_factor: f64,
+    /// Boundaries as fractions of all model steps.
+    pub lr_drop_at: Vec<f64>,
+    /// Proximal coefficient `beta` of both blocks.
+    pub proximal_beta: f64,
+    /// Environments per meta-loss subset `C`.
+    pub subset_size: usize,
+    /// Weight environments by `softmax(L)` instead of averaging.
+    pub self_reweight: bool,
+    /// Gate refit after inner step `i` when `i % gate_update_every == 0`.
+    pub gate_update_every: usize,
+    /// Trajectories per environment used for the gate's expert-loss matrix (all when absent).
+    pub gate_loss_trajs: Option<usize>,
+    /// Write a checkpoint every this many outer steps.
+    pub checkpoint_every: usize,
+    /// Coefficient of `mean |xi_e|` in the environment loss.
+    pub context_l1: f64,
+    /// Minimum fraction of a trajectory in a random training window.
+    pub window_fraction: f64,
+    /// Optimiser of both blocks.
+    pub optimizer: AdaBeliefConfig,
+    /// Integrator for training and evaluation.
+    pub solver: SolverConfig,
+}
+
+/// Fitting contexts of new environments with the model frozen (MIXER.md §5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Initial contexts: zeros or the mean of the trained ones.
+    pub init: ContextStart,
+}
+
+/// How new contexts start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContextStart {
+    /// All zeros (MixER, CoDA).
+    Zeros,
+    /// The mean of the trained contexts (GEPS).
+    Mean,
+}
+
+/// How stored trajectories are read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataOptions {
+    /// Keep every k-th time point (1 keeps all).
+    pub subsample: usize,
+}
+
+fn positive(field: &str, v: usize) -> Result<(), Error> {
+    if v == 0 { Err(Error::config(field, "must be at least 1")) } else { Ok(()) }
+}
+
+fn positive_f(field: &str, v: f64) -> Result<(), Error> {
+    if v > 0.0 && v.is_finite() { Ok(()) } else { Err(Error::config(field, format!("must be > 0, got {v}"))) }
+}
+
+impl RunConfig {
+    /// Checks every field that does not depend on the data.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let m = &self.model;
+        positive("model.experts", m.experts)?;
+        positive("model.context_dim", m.context_dim)?;
+        if m.context_dim % m.experts != 0 {
+            return Err(Error::config(
+                "model.context_dim",
+                format!(
+                    "context splitting needs context_dim divisible by the number of experts: {} is not a multiple of {}",
+                    m.context_dim, m.experts
+                ),
+            )
+            .into());
+        }
+        let t = &self.train;
+        positive("train.context_steps", t.context_steps)?;
+        positive("train.model_steps", t.model_steps)?;
+        positive("train.subset_size", t.subset_size)?;
+        positive("train.gate_update_every", t.gate_update_every)?;
+        positive("train.checkpoint_every", t.checkpoint_every)?;
+        positive_f("train.lr_model", t.lr_model)?;
+        positive_f("train.lr_context", t.lr_context)?;
+        positive_f("train.lr_drop_factor", t.lr_drop_factor)?;
+        if !(t.proximal_beta >= 0.0) || !(t.context_l1 >= 0.0) {
+            return Err(Error::config("train.proximal_beta / train.context_l1", "must be >= 0").into());
+        }
+        if !(t.window_fraction > 0.0 && t.window_fraction <= 1.0) {
+            return Err(Error::config("train.window_fraction", format!("must be in (0, 1], got {}", t.window_fraction))
+                .into());
+        }
+        if t.gate_loss_trajs == Some(0) {
+            return Err(Error::config("train.gate_loss_trajs", "must be at least 1 when given").into());
+        }
+        t.optimizer.validate()?;
+        t.solver.validate().map_err(|e| Error::config("train.solver", e.to_string()))?;
+        positive_f("adapt.lr", self.adapt.lr)?;
+        positive("data.subsample", self.data.subsample)?;
+        match &self.router {
+            RouterConfig::Gradient { importance, .. } if !(*importance >= 0.0) => {
+                return Err(Error::config("router.importance", "must be >= 0").into());
+            }
+            RouterConfig::KmeansLs(k) => {
+                k.params(m.experts, m.context_dim).check()?;
+            }
+            RouterConfig::Gradient { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Checks the config against the training data: no more experts than environments.
+    pub fn check_against(&self, num_envs: usize) -> Result<(), TrainError> {
+        self.validate()?;
+        if self.model.experts > num_envs {
+            return Err(Error::config(
+                "model.experts",
+                format!(
+                    "{} experts but only {num_envs} training environments: each expert needs at least one",
+                    self.model.experts
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Context size each expert reads.
+    pub fn expert_context_dim(&self) -> usize {
+        self.model.context_dim / self.model.experts
+    }
+}

@@ -1,0 +1,363 @@
+//! The alternating proximal meta-training loop of MIXER.md §3, with gate refits, checkpoints,
+//! resume and a progress bar.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tracing::{info, instrument, warn};
+
+use mixer_core::host::to_array2;
+use mixer_core::{ContextModel, Dataset, Error, GateUpdate, Integrator, Mode, Router, RouterFeedback, Seeds};
+use mixer_hyper::ContextTable;
+
+use crate::batch::{Batch, Window};
+use crate::checkpoint::{self, load_module, load_record, save_module, save_record};
+use crate::expert_losses::expert_loss_matrix;
+use crate::loss::{aux_total, env_losses, meta_loss};
+use crate::model::{HostRouter, MixerModel, Theta, route};
+use crate::{AdaBelief, PiecewiseLr, RunConfig, TrainError, flat_params, nearest_subset, proximal_term};
+
+/// Losses and timing of one outer step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OuterRecord {
+    /// Outer step index.
+    pub outer: usize,
+    /// Mean meta loss over the context block.
+    pub context_loss: f64,
+    /// Mean meta loss over the model block.
+    pub model_loss: f64,
+    /// Full-horizon training loss at a checkpoint, if evaluated.
+    pub validation: Option<f64>,
+    /// Wall-clock seconds of the step.
+    pub seconds: f64,
+}
+
+/// Everything about a run's progress that a resume needs besides parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Outer steps completed.
+    pub outer_done: usize,
+    /// One record per completed outer step.
+    pub history: Vec<OuterRecord>,
+    /// Successful gate refits.
+    pub gate_updates: usize,
+    /// Skipped gate refits.
+    pub skipped_gate_updates: usize,
+    /// Skips by reason.
+    pub skip_reasons: BTreeMap<String, usize>,
+    /// Best validation loss and the outer step it was reached at.
+    pub best: Option<(usize, f64)>,
+    /// Seconds spent training (summed over resumed sessions).
+    pub train_seconds: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Block {
+    Context,
+    Model,
+}
+
+/// A meta-training run bound to its data, device and run folder.
+pub struct Trainer<B: AutodiffBackend> {
+    /// The run's configuration.
+    pub config: RunConfig,
+    /// Trainable parameters.
+    pub model: MixerModel<B>,
+    /// Gate state outside the autodiff graph.
+    pub host: HostRouter,
+    /// Progress and counters.
+    pub state: TrainState,
+    opt_ctx: OptimizerAdaptor<AdaBelief, ContextTable<B>, B>,
+    opt_theta: OptimizerAdaptor<AdaBelief, Theta<B>, B>,
+    integrator: Box<dyn Integrator<B>>,
+    eval_integrator: Box<dyn Integrator<B::InnerBackend>>,
+    seeds: Seeds,
+    device: B::Device,
+    train: Dataset,
+    run_dir: PathBuf,
+    show_progress: bool,
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// Starts a run in `run_dir`, or resumes it from its latest checkpoint when `resume` is set
+    /// and one exists. `train` must already be subsampled as the config asks.
+    pub fn new(
+        config: RunConfig,
+        train: Dataset,
+        seeds: Seeds,
+        run_dir: &Path,
+        resume: bool,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        config.check_against(train.num_envs())?;
+        let (model, host) = MixerModel::init(&config, train.num_envs(), train.dim(), &seeds, device)?;
+        let opt_ctx = config.train.optimizer.init::<B, ContextTable<B>>()?;
+        let opt_theta = config.train.optimizer.init::<B, Theta<B>>()?;
+        let integrator = config.train.solver.build::<B>().map_err(|e| Error::config("train.solver", e.to_string()))?;
+        let eval_integrator = config
+            .train
+            .solver
+            .build::<B::InnerBackend>()
+            .map_err(|e| Error::config("train.solver", e.to_string()))?;
+        let mut trainer = Self {
+            config,
+            model,
+            host,
+            state: TrainState::default(),
+            opt_ctx,
+            opt_theta,
+            integrator,
+            eval_integrator,
+            seeds,
+            device: device.clone(),
+            train,
+            run_dir: run_dir.to_path_buf(),
+            show_progress: true,
+        };
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+        let saved = run_dir.join("config.json");
+        if resume && let Some((latest, dir)) = checkpoint::latest(run_dir)? {
+            let before: RunConfig = crate::read_json(&saved)?;
+            if before != trainer.config {
+                return Err(Error::config(
+                    "config",
+                    format!("{} was started with a different config; use a new run folder", run_dir.display()),
+                )
+                .into());
+            }
+            trainer.load(&dir)?;
+            info!(outer_done = latest.outer_done, "resumed from checkpoint");
+        } else {
+            crate::write_json(&saved, &trainer.config)?;
+            crate::write_json(&run_dir.join("seed.json"), &trainer.seeds)?;
+        }
+        Ok(trainer)
+    }
+
+    /// Shows or hides the progress bar (shown by default when stderr is a terminal).
+    pub fn with_progress(mut self, show: bool) -> Self {
+        self.show_progress = show;
+        self
+    }
+
+    /// Runs the remaining outer steps, checkpointing as configured.
+    pub fn run(&mut self) -> Result<(), TrainError> {
+        let total = self.config.train.outer_steps;
+        let bar = if self.show_progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} outer steps  {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_position(self.state.outer_done as u64);
+        while self.state.outer_done < total {
+            let outer = self.state.outer_done;
+            let record = self.outer_step(outer)?;
+            self.state.train_seconds += record.seconds;
+            self.state.history.push(record.clone());
+            self.state.outer_done += 1;
+            if self.state.outer_done % self.config.train.checkpoint_every == 0 || self.state.outer_done == total {
+                self.checkpoint()?;
+            }
+            bar.set_position(self.state.outer_done as u64);
+            bar.set_message(format!(
+                "loss {:.3e}  experts {}  gate {}/{} skipped",
+                record.model_loss,
+                self.routing_summary()?,
+                self.state.skipped_gate_updates,
+                self.state.gate_updates + self.state.skipped_gate_updates
+            ));
+        }
+        bar.finish();
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(outer))]
+    fn outer_step(&mut self, outer: usize) -> Result<OuterRecord, TrainError> {
+        let start = Instant::now();
+        let mut rng = self.seeds.stream(&format!("outer-{outer}"));
+        let snap_ctx: Vec<_> = flat_params(&self.model.contexts).into_iter().map(|t| t.detach()).collect();
+        let snap_theta: Vec<_> = flat_params(&self.model.theta).into_iter().map(|t| t.detach()).collect();
+        let t = self.config.train.clone();
+        let mut context_loss = 0.0;
+        for i in 0..t.context_steps {
+            context_loss += self.inner_step(Block::Context, &snap_ctx, outer * t.context_steps + i, &mut rng)?;
+            self.maybe_gate_update(i, outer, &mut rng)?;
+        }
+        let mut model_loss = 0.0;
+        for i in 0..t.model_steps {
+            model_loss += self.inner_step(Block::Model, &snap_theta, outer * t.model_steps + i, &mut rng)?;
+            self.maybe_gate_update(i, outer, &mut rng)?;
+        }
+        Ok(OuterRecord {
+            outer,
+            context_loss: context_loss / t.context_steps as f64,
+            model_loss: model_loss / t.model_steps as f64,
+            validation: None,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn inner_step(
+        &mut self,
+        block: Block,
+        snapshot: &[Tensor<B, 1>],
+        step: usize,
+        rng: &mut mixer_core::Rng,
+    ) -> Result<f64, TrainError> {
+        let t = &self.config.train;
+        let contexts = self.model.contexts.contexts();
+        let routing = route(&self.model.theta, &self.host, contexts.clone(), Mode::Train, rng)?;
+        let subset = nearest_subset(&to_array2(contexts.clone().detach()), t.subset_size, rng);
+        let window = Window::random(self.train.num_steps(), t.window_fraction, rng);
+        let batch = Batch::<B>::new(&self.train, &subset, window, None, &self.device);
+        let mut losses = env_losses(&self.model.theta, self.integrator.as_ref(), &routing, contexts.clone(), &batch)
+            .map_err(|e| name_envs(e, &subset))?;
+        if t.context_l1 > 0.0 {
+            let idx = Tensor::<B, 1, Int>::from_data(
+                TensorData::new(subset.iter().map(|&e| e as i64).collect::<Vec<_>>(), [subset.len()]),
+                &self.device,
+            );
+            let l1 = contexts.select(0, idx).abs().mean_dim(1).reshape([-1]);
+            losses = losses + l1.mul_scalar(t.context_l1);
+        }
+        let mut loss = meta_loss(losses, t.self_reweight) + aux_total(&routing, &self.device);
+        loss = match block {
+            Block::Context => loss + proximal_term(&self.model.contexts, snapshot, t.proximal_beta),
+            Block::Model => loss + proximal_term(&self.model.theta, snapshot, t.proximal_beta),
+        };
+        let value: f64 = loss.clone().into_scalar().elem();
+        if !value.is_finite() {
+            return Err(Error::NonFiniteData { what: format!("training loss on environments {subset:?}"), index: step }
+                .into());
+        }
+        let grads = loss.backward();
+        match block {
+            Block::Context => {
+                let g = GradientsParams::from_grads(grads, &self.model.contexts);
+                self.model.contexts = self.opt_ctx.step(t.lr_context, self.model.contexts.clone(), g);
+            }
+            Block::Model => {
+                let lr = PiecewiseLr { base: t.lr_model, factor: t.lr_drop_factor, boundaries: t.lr_drop_at.clone() }
+                    .at(step, t.outer_steps * t.model_steps);
+                let g = GradientsParams::from_grads(grads, &self.model.theta);
+                self.model.theta = self.opt_theta.step(lr, self.model.theta.clone(), g);
+            }
+        }
+        Ok(value)
+    }
+
+    fn maybe_gate_update(&mut self, inner: usize, outer: usize, rng: &mut mixer_core::Rng) -> Result<(), TrainError> {
+        if inner % self.config.train.gate_update_every != 0 || self.config.model.experts < 2 {
+            return Ok(());
+        }
+        let Some(kmeans) = self.host.kmeans.as_mut() else { return Ok(()) };
+        let valid = self.model.valid();
+        let contexts = valid.contexts.contexts();
+        let expert_losses = expert_loss_matrix(
+            &valid.theta.moe,
+            self.eval_integrator.as_ref(),
+            contexts.clone(),
+            &self.train,
+            self.config.train.gate_loss_trajs,
+        )?;
+        let feedback = RouterFeedback { features: to_array2(contexts), expert_losses, step: outer };
+        match Router::<B::InnerBackend>::non_gradient_update(kmeans, &feedback, rng)? {
+            GateUpdate::Updated => self.state.gate_updates += 1,
+            GateUpdate::Skipped(reason) => {
+                self.state.skipped_gate_updates += 1;
+                *self.state.skip_reasons.entry(reason).or_default() += 1;
+            }
+            GateUpdate::NotApplicable => {}
+        }
+        Ok(())
+    }
+
+    /// Environments per expert under the current gate, e.g. `[16 16 15 ...]`.
+    fn routing_summary(&self) -> Result<String, TrainError> {
+        let a = crate::model::assignment(&self.model.theta, &self.host, self.model.contexts.contexts())?;
+        let mut load = vec![0usize; self.config.model.experts];
+        for e in a {
+            load[e] += 1;
+        }
+        Ok(format!("{load:?}"))
+    }
+
+    /// Mean full-horizon loss over all training environments (no windows), with the inference backend.
+    pub fn validation_loss(&self) -> Result<f64, TrainError> {
+        let valid = self.model.valid();
+        let host = &self.host;
+        let contexts = valid.contexts.contexts();
+        let mut rng = self.seeds.stream("validation");
+        let routing = route(&valid.theta, host, contexts.clone(), Mode::Eval, &mut rng)?;
+        let envs: Vec<usize> = (0..self.train.num_envs()).collect();
+        let device = contexts.device();
+        let batch = Batch::new(&self.train, &envs, Window::full(self.train.num_steps()), None, &device);
+        let l = env_losses(&valid.theta, self.eval_integrator.as_ref(), &routing, contexts, &batch)?;
+        Ok(l.mean().into_scalar().elem())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), TrainError> {
+        let validation = match self.validation_loss() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(error = %e, "validation rollout failed; checkpoint kept without a validation loss");
+                None
+            }
+        };
+        if let Some(last) = self.state.history.last_mut() {
+            last.validation = validation;
+        }
+        let improved = match (validation, self.state.best) {
+            (Some(v), Some((_, b))) => v < b,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if improved {
+            self.state.best = validation.map(|v| (self.state.outer_done, v));
+        }
+        let dir = checkpoint::staging(&self.run_dir, "checkpoint")?;
+        save_module(&self.model, &dir, "model")?;
+        save_record::<B, _>(self.opt_ctx.to_record(), &dir, "optimizer-context")?;
+        save_record::<B, _>(self.opt_theta.to_record(), &dir, "optimizer-model")?;
+        crate::write_json(&dir.join("router.json"), &self.host.state())?;
+        crate::write_json(&dir.join("state.json"), &self.state)?;
+        let published = checkpoint::publish(&self.run_dir, &dir, self.state.outer_done)?;
+        if improved {
+            checkpoint::publish_best(&self.run_dir, &published)?;
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<(), TrainError> {
+        self.model = load_module(self.model.clone(), dir, "model", &self.device)?;
+        let ctx = load_record::<B, _>(dir, "optimizer-context", &self.device)?;
+        self.opt_ctx = self.opt_ctx.clone().load_record(ctx);
+        let theta = load_record::<B, _>(dir, "optimizer-model", &self.device)?;
+        self.opt_theta = self.opt_theta.clone().load_record(theta);
+        self.host = HostRouter::from_state(&self.config, &crate::read_json(&dir.join("router.json"))?)?;
+        self.state = crate::read_json(&dir.join("state.json"))?;
+        Ok(())
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+}
+
+/// Adds the environments of a failing batch to a solver error.
+fn name_envs(e: TrainError, envs: &[usize]) -> TrainError {
+    match e {
+        TrainError::Core(inner @ (Error::MaxStepsReached { .. } | Error::NonFiniteState { .. } | Error::StepSizeUnderflow { .. })) => {
+            TrainError::Rollout { envs: envs.to_vec(), source: Box::new(inner) }
+        }
+        other => other,
+    }
+}
