@@ -1,0 +1,73 @@
+//! A solver chosen in a config file.
+
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+use mixer_core::{Error, Integrator};
+
+use crate::{Euler, Interpolation, OdeError, Rk4, StepController, Tsit5};
+
+/// A differentiable solver as written in experiment files (`method = "rk4" | "euler" | "tsit5"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SolverConfig {
+    /// Forward Euler.
+    Euler {
+        /// Steps per output interval.
+        substeps: usize,
+    },
+    /// Classical RK4.
+    Rk4 {
+        /// Steps per output interval.
+        substeps: usize,
+    },
+    /// Adaptive Tsit5 5(4).
+    Tsit5 {
+        /// Relative tolerance.
+        rtol: f64,
+        /// Absolute tolerance.
+        atol: f64,
+        /// First step (automatic when absent).
+        #[serde(default)]
+        initial_step: Option<f64>,
+        /// Step bound.
+        max_steps: usize,
+    },
+}
+
+impl SolverConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), OdeError> {
+        match self {
+            SolverConfig::Euler { substeps } | SolverConfig::Rk4 { substeps } if *substeps == 0 => {
+                Err(Error::config("substeps", "must be at least 1").into())
+            }
+            SolverConfig::Tsit5 { rtol, atol, initial_step, max_steps } => {
+                StepController::new(*rtol, *atol).validate()?;
+                if *max_steps == 0 {
+                    return Err(Error::config("max_steps", "must be at least 1").into());
+                }
+                if initial_step.is_some_and(|h| !(h > 0.0 && h.is_finite())) {
+                    return Err(Error::config("initial_step", "must be > 0 when given").into());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Builds the solver after validation.
+    pub fn build<B: Backend>(&self) -> Result<Box<dyn Integrator<B>>, OdeError> {
+        self.validate()?;
+        Ok(match *self {
+            SolverConfig::Euler { substeps } => Box::new(Euler { substeps }),
+            SolverConfig::Rk4 { substeps } => Box::new(Rk4 { substeps }),
+            SolverConfig::Tsit5 { rtol, atol, initial_step, max_steps } => Box::new(Tsit5 {
+                controller: StepController::new(rtol, atol),
+                initial_step,
+                max_steps,
+                interpolation: Interpolation::StepToOutputs,
+            }),
+        })
+    }
+}
