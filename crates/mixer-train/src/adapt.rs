@@ -1,6 +1,6 @@
 //! Adaptation to new environments: model and gate frozen, fresh contexts fitted (MIXER.md §5).
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, Tensor, backend::AutodiffBackend};
 use serde::{Deserialize, Serialize};

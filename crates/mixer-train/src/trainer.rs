@@ -356,7 +356,7 @@ impl<B: AutodiffBackend> Trainer<B> {
 fn name_envs(e: TrainError, envs: &[usize]) -> TrainError {
     match e {
         TrainError::Core(inner @ (Error::MaxStepsReached { .. } | Error::NonFiniteState { .. } | Error::StepSizeUnderflow { .. })) => {
-            TrainError::Rollout { envs: envs.to_vec(), source: Box::new(inner) }
+            TrainError::Rollout { envs: envs.to_vec(), source: Box::new(inner.into()) }
         }
         other => other,
     }

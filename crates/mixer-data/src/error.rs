@@ -1,0 +1,109 @@
+//! The error type of mixer-data.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong reading, writing or generating datasets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// A base error (shapes, non-finite values, bad grids, I/O).
+    #[error(transparent)]
+    Core(#[from] mixer_core::Error),
+    /// A system or dataset file has a bad or missing field.
+    #[error("system `{system}`: field `{field}`: {reason}")]
+    BadSpec {
+        /// The system (or file) concerned.
+        system: String,
+        /// The offending field.
+        field: String,
+        /// What the field must satisfy.
+        reason: String,
+    },
+    /// An equation could not be parsed or uses an unknown name.
+    #[error("system `{system}`: cannot use right-hand side {index} `{expr}`: {reason}")]
+    BadExpression {
+        /// The system concerned.
+        system: String,
+        /// Which equation (0-based).
+        index: usize,
+        /// The expression text.
+        expr: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// No built-in system or dataset has this name.
+    #[error("unknown system `{name}`; known: {known}")]
+    UnknownSystem {
+        /// The requested name.
+        name: String,
+        /// The names that exist, comma-separated.
+        known: String,
+    },
+    /// An `.npz` file lacks an array.
+    #[error("{path}: missing array `{key}` (the published layout stores `X` and `t`)")]
+    MissingKey {
+        /// The file.
+        path: PathBuf,
+        /// The array name.
+        key: String,
+    },
+    /// An array has the wrong number of axes.
+    #[error("{path}: array `{key}` has rank {found}, expected {expected}")]
+    WrongRank {
+        /// The file.
+        path: PathBuf,
+        /// The array name.
+        key: String,
+        /// Accepted ranks, e.g. "4 or 5".
+        expected: String,
+        /// The rank found.
+        found: usize,
+    },
+    /// A split file is missing from a dataset folder.
+    #[error("{dir}: no file for split `{split}`; looked for {looked_for}")]
+    MissingSplit {
+        /// The folder.
+        dir: PathBuf,
+        /// The split's name.
+        split: String,
+        /// The file names tried, comma-separated.
+        looked_for: String,
+    },
+    /// An `.npz` or `.npy` file could not be decoded.
+    #[error("{path}: cannot read `{key}`: {reason}")]
+    Npz {
+        /// The file.
+        path: PathBuf,
+        /// The array name (or `*` for the archive).
+        key: String,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The manifest could not be parsed or written.
+    #[error("{path}: bad manifest: {reason}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A reference solve failed while generating data.
+    #[error("system `{system}`, environment {env}, trajectory {traj}: solve failed: {source}")]
+    Solve {
+        /// The system.
+        system: String,
+        /// Environment index within the split.
+        env: usize,
+        /// Trajectory index.
+        traj: usize,
+        /// The solver's error.
+        source: mixer_ode::OdeError,
+    },
+}
+
+impl DataError {
+    /// Shorthand for [`DataError::BadSpec`].
+    pub fn spec(system: impl Into<String>, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        DataError::BadSpec { system: system.into(), field: field.into(), reason: reason.into() }
+    }
+}
