@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::record::{BinFileRecorder, DoublePrecisionSettings, Recorder};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,8 @@ use mixer_core::Error;
 
 use crate::{read_json, write_json};
 
-/// The recorder used for every binary file of a run.
-pub type RunRecorder = BinFileRecorder<FullPrecisionSettings>;
+/// The recorder used for every binary file of a run (f64, so resumes are exact on f64 backends).
+pub type RunRecorder = BinFileRecorder<DoublePrecisionSettings>;
 
 /// Points at the newest complete checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use mixer_core::{ContextModel, Mode, Router, RouterInput, Routing, Rng, Seeds};
+use mixer_core::{Mode, Router, RouterInput, Routing, Rng, Seeds};
 use mixer_experts::{AnyExpert, MixtureOfExperts};
 use mixer_hyper::ContextTable;
 use mixer_routers::{GradientGateConfig, GradientGate, KMeansLeastSquares, KMeansLsState};
@@ -120,9 +120,4 @@ pub fn assignment<B: Backend>(
     let mut rng = Seeds::new(0).stream("assignment");
     let r = route(theta, host, contexts, Mode::Eval, &mut rng)?;
     Ok(r.top1().into_iter().map(|e| e.unwrap_or(0)).collect())
-}
-
-/// The context table's values.
-pub fn contexts_of<B: Backend>(table: &ContextTable<B>) -> Tensor<B, 2> {
-    table.contexts()
 }

@@ -148,7 +148,14 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// Runs the remaining outer steps, checkpointing as configured.
     pub fn run(&mut self) -> Result<(), TrainError> {
+        self.run_until(self.config.train.outer_steps)
+    }
+
+    /// Runs outer steps until `stop` of them are done (at most the configured number), then
+    /// checkpoints; a later [`Trainer::new`] with `resume` continues from there.
+    pub fn run_until(&mut self, stop: usize) -> Result<(), TrainError> {
         let total = self.config.train.outer_steps;
+        let stop = stop.min(total);
         let bar = if self.show_progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
         bar.set_style(
             ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} outer steps  {msg}")
@@ -156,13 +163,14 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .progress_chars("=> "),
         );
         bar.set_position(self.state.outer_done as u64);
-        while self.state.outer_done < total {
+        while self.state.outer_done < stop {
             let outer = self.state.outer_done;
             let record = self.outer_step(outer)?;
             self.state.train_seconds += record.seconds;
             self.state.history.push(record.clone());
             self.state.outer_done += 1;
-            if self.state.outer_done % self.config.train.checkpoint_every == 0 || self.state.outer_done == total {
+            let done = self.state.outer_done;
+            if done % self.config.train.checkpoint_every == 0 || done == total || done == stop {
                 self.checkpoint()?;
             }
             bar.set_position(self.state.outer_done as u64);

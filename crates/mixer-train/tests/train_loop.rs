@@ -1,0 +1,166 @@
+//! End-to-end checks of the training loop on two small families with known dynamics.
+
+use burn::backend::{Autodiff, NdArray};
+use mixer_core::{ContextModel, Dataset, Seeds, TimeGrid};
+use mixer_experts::ExpertConfig;
+use mixer_ode::{FnSystem, ReferenceMethod, ReferenceSolver, SolverConfig};
+use mixer_routers::{ClusterCount, EmptyCluster, KMeansInit, Matching};
+use mixer_train::{
+    AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, ModelConfig, RouterConfig,
+    RunConfig, TrainConfig, TrainError, Trainer, adapt, evaluate,
+};
+use ndarray::Array4;
+
+type B = Autodiff<NdArray<f64>>;
+
+/// Rotations `x' = w y, y' = -w x` (family 0) and decays `x' = -a x, y' = -a y` (family 1).
+fn data(trajs: usize, params: &[(usize, f64)]) -> Dataset {
+    let times: Vec<f64> = (0..10).map(|k| 0.2 * k as f64).collect();
+    let solver = ReferenceSolver::new(ReferenceMethod::Tsit45, 1e-9, 1e-11);
+    let mut x = Array4::zeros((params.len(), trajs, times.len(), 2));
+    for (e, &(fam, p)) in params.iter().enumerate() {
+        let sys = FnSystem::new(2, move |_t, s: &[f64], d: &mut [f64]| {
+            if fam == 0 {
+                d[0] = p * s[1];
+                d[1] = -p * s[0];
+            } else {
+                d[0] = -p * s[0];
+                d[1] = -p * s[1];
+            }
+        });
+        for j in 0..trajs {
+            let y0 = [1.0 + 0.3 * j as f64, -0.5 + 0.2 * j as f64];
+            let sol = solver.solve(&sys, &y0, &times).unwrap();
+            for k in 0..times.len() {
+                x[[e, j, k, 0]] = sol[2 * k];
+                x[[e, j, k, 1]] = sol[2 * k + 1];
+            }
+        }
+    }
+    let fams = params.iter().map(|p| p.0).collect();
+    Dataset::new(x, TimeGrid::Shared(times), Some(fams)).unwrap()
+}
+
+fn train_params() -> Vec<(usize, f64)> {
+    vec![(0, 1.0), (0, 1.1), (0, 1.2), (1, 0.5), (1, 0.6), (1, 0.7)]
+}
+
+fn config(outer: usize) -> RunConfig {
+    RunConfig {
+        model: ModelConfig { experts: 2, context_dim: 4, expert: ExpertConfig::Geps { width: 16, depth: 2 } },
+        router: RouterConfig::KmeansLs(KMeansSettings {
+            max_kmeans: 20,
+            tol: 1e-4,
+            init: KMeansInit::KMeansPlusPlus,
+            empty: EmptyCluster::Reseed,
+            clusters: ClusterCount::Experts,
+            matching: Matching::Greedy,
+            ls_noise: 1e-4,
+        }),
+        train: TrainConfig {
+            outer_steps: outer,
+            context_steps: 4,
+            model_steps: 4,
+            lr_model: 1e-2,
+            lr_context: 1e-2,
+            lr_drop_factor: 0.4,
+            lr_drop_at: vec![1.0 / 3.0, 2.0 / 3.0],
+            proximal_beta: 10.0,
+            subset_size: 4,
+            self_reweight: true,
+            gate_update_every: 2,
+            gate_loss_trajs: None,
+            checkpoint_every: 3,
+            context_l1: 1e-3,
+            window_fraction: 0.6,
+            optimizer: AdaBeliefConfig::paper(),
+            solver: SolverConfig::Rk4 { substeps: 1 },
+        },
+        adapt: AdaptConfig { steps: 20, lr: 1e-2, init: ContextStart::Zeros },
+        data: DataOptions { subsample: 1 },
+    }
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("mixer-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn contexts(t: &Trainer<B>) -> Vec<f64> {
+    mixer_core::host::to_vec(t.model.contexts.contexts())
+}
+
+#[test]
+fn trains_checkpoints_and_resumes_deterministically() {
+    let device = Default::default();
+    let train = data(2, &train_params());
+    let straight = tmp("straight");
+    let mut a = Trainer::<B>::new(config(6), train.clone(), Seeds::new(7), &straight, true, &device).unwrap().with_progress(false);
+    a.run().unwrap();
+    let first = a.state.history.first().unwrap().model_loss;
+    let last = a.state.history.last().unwrap().model_loss;
+    assert!(last < first, "model loss went from {first} to {last}");
+    assert!(a.state.gate_updates + a.state.skipped_gate_updates > 0, "gate refits happen");
+    assert!(straight.join("best").join("model.bin").exists());
+    assert!(straight.join("checkpoints").join("step-000006").join("state.json").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(straight.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "no partial checkpoints left: {leftovers:?}");
+
+    // stop after 3 outer steps, resume in a new trainer, finish: same result as straight through
+    let split = tmp("split");
+    let mut b = Trainer::<B>::new(config(6), train.clone(), Seeds::new(7), &split, true, &device).unwrap().with_progress(false);
+    b.run_until(3).unwrap();
+    assert_eq!(b.state.outer_done, 3);
+    drop(b);
+    let mut c = Trainer::<B>::new(config(6), train.clone(), Seeds::new(7), &split, true, &device).unwrap().with_progress(false);
+    assert_eq!(c.state.outer_done, 3, "resumed from the checkpoint");
+    c.run().unwrap();
+    let (ca, cc) = (contexts(&a), contexts(&c));
+    let diff = ca.iter().zip(&cc).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    assert!(diff < 1e-12, "resumed run differs by {diff}");
+
+    // a different config in the same folder is refused
+    let mut other = config(6);
+    other.train.lr_model = 5e-3;
+    assert!(Trainer::<B>::new(other, train.clone(), Seeds::new(7), &split, true, &device).is_err());
+
+    // adaptation fits contexts of new environments and improves on zero contexts
+    let new = data(1, &[(0, 1.05), (1, 0.55)]);
+    let zero = mixer_core::host::tensor2::<NdArray<f64>>(&[0.0; 8], [2, 4], &device);
+    let integ = SolverConfig::Rk4 { substeps: 1 }.build::<NdArray<f64>>().unwrap();
+    let valid = burn::module::AutodiffModule::valid(&a.model);
+    let (before, _) = evaluate(&valid.theta, &a.host, integ.as_ref(), zero, &new).unwrap();
+    let fitted = adapt(&a.model, &a.host, &a.config, &new, AdaptMode::Bulk, &Seeds::new(7), &device).unwrap();
+    let (after, _) = evaluate(&valid.theta, &a.host, integ.as_ref(), fitted, &new).unwrap();
+    assert!(after.mse.mean < before.mse.mean, "adaptation: {} -> {}", before.mse.mean, after.mse.mean);
+    let seq = adapt(&a.model, &a.host, &a.config, &new, AdaptMode::Sequential, &Seeds::new(7), &device).unwrap();
+    assert_eq!(seq.dims(), [2, 4]);
+    for d in [straight, split] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn bad_configs_are_clear_errors() {
+    let device = Default::default();
+    let train = data(1, &train_params()[..1]);
+    let dir = tmp("bad");
+    let err = Trainer::<B>::new(config(1), train.clone(), Seeds::new(1), &dir, false, &device).err().unwrap();
+    assert!(err.to_string().contains("2 experts but only 1 training environments"), "{err}");
+    let mut c = config(1);
+    c.model.context_dim = 5;
+    let err = c.validate().unwrap_err();
+    assert!(matches!(err, TrainError::Core(mixer_core::Error::InvalidConfig { .. })) && err.to_string().contains("divisible"));
+    let mut c = config(1);
+    c.train.window_fraction = 0.0;
+    assert!(c.validate().is_err());
+    let mut c = config(1);
+    c.train.solver = SolverConfig::Rk4 { substeps: 0 };
+    assert!(c.validate().is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
