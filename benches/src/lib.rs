@@ -1,1 +1,47 @@
-//! Shared helpers for the criterion benches.
+//! Shared pieces of the criterion benches: the workload of the integrator bench.
+
+use burn::tensor::{Distribution, Tensor, backend::Backend};
+use mixer_core::{Expert, Integrator, VectorField};
+use mixer_experts::{AnyExpert, ExpertConfig};
+
+/// A 2-D GEPS expert field (width 64, 3 layers, context 4) evaluated with one context per row.
+pub struct BenchField<B: Backend> {
+    /// The expert.
+    pub expert: AnyExpert<B>,
+    /// Contexts, `[batch, 4]`.
+    pub ctx: Tensor<B, 2>,
+}
+
+impl<B: Backend> VectorField<B> for BenchField<B> {
+    fn dim(&self) -> usize {
+        2
+    }
+
+    fn eval(&self, _t: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.expert.forward(x, self.ctx.clone())
+    }
+}
+
+/// Builds the bench field and initial states for a batch.
+pub fn workload<B: Backend>(batch: usize, device: &B::Device) -> (BenchField<B>, Tensor<B, 2>) {
+    B::seed(device, 0);
+    let expert = ExpertConfig::Geps { width: 64, depth: 3 }.init::<B>(2, 4, device).expect("valid config");
+    let ctx = Tensor::random([batch, 4], Distribution::Uniform(-0.1, 0.1), device);
+    let y0 = Tensor::random([batch, 2], Distribution::Uniform(-1.0, 1.0), device);
+    (BenchField { expert, ctx }, y0)
+}
+
+/// One forward and backward pass of the squared rollout over `times`.
+pub fn forward_backward<B: burn::tensor::backend::AutodiffBackend>(
+    field: &BenchField<B>,
+    y0: Tensor<B, 2>,
+    integrator: &dyn Integrator<B>,
+    times: &[f64],
+) -> f64 {
+    let y = integrator.integrate(field, y0, times).expect("bench rollout succeeds");
+    let loss = y.square().mean();
+    let grads = loss.backward();
+    let g = field.ctx.grad(&grads).map(|g| g.sum().into_scalar());
+    use burn::tensor::ElementConversion;
+    g.map_or(0.0, |v| v.elem::<f64>())
+}

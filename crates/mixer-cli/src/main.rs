@@ -1,1 +1,48 @@
-fn main() {}
+//! `mixer`: generate, inspect and plot multi-environment datasets.
+
+mod generate;
+mod inspect;
+mod plot;
+
+use clap::{Parser, Subcommand};
+
+/// Hierarchical dynamical-system reconstruction with mixtures of experts.
+#[derive(Parser, Debug)]
+#[command(name = "mixer", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate the four splits and dataset.toml of a built-in system or a system file.
+    Generate(generate::GenerateArgs),
+    /// Print the splits, shapes, environments and parameters of a dataset folder.
+    Inspect(inspect::InspectArgs),
+    /// Draw trajectories and phase portraits of a dataset folder into a PNG.
+    Plot(plot::PlotArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Plot(a) => plot::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

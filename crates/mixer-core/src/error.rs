@@ -77,11 +77,7 @@ impl Error {
 
     /// Shorthand for [`Error::ShapeMismatch`].
     pub fn shape(what: impl Into<String>, expected: impl std::fmt::Debug, found: impl std::fmt::Debug) -> Self {
-        Error::ShapeMismatch {
-            what: what.into(),
-            expected: format!("{expected:?}"),
-            found: format!("{found:?}"),
-        }
+        Error::ShapeMismatch { what: what.into(), expected: format!("{expected:?}"), found: format!("{found:?}") }
     }
 
     /// Shorthand for [`Error::Io`].

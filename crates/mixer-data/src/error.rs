@@ -69,6 +69,14 @@ pub enum DataError {
         /// The file names tried, comma-separated.
         looked_for: String,
     },
+    /// A file's arrays are inconsistent (time grid length, non-finite value, non-increasing t).
+    #[error("{path}: {source}")]
+    BadData {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: mixer_core::Error,
+    },
     /// An `.npz` or `.npy` file could not be decoded.
     #[error("{path}: cannot read `{key}`: {reason}")]
     Npz {

@@ -1,83 +1,52 @@
 //! Systems zoo, dataset generation and `.npz` I/O for mixer.
 //!
-//! Systems are declared as data ([`DatasetSpec`], TOML files under `systems/`, right-hand sides
-//! as expression text parsed by `exmex`); [`generate`] draws environments and initial conditions
-//! from a seed and solves them with diffsol (rtol 1e-8); [`save_dir`] / [`load_dir`] read and
-//! write folders in the published layout (`train.npz`, `test.npz`, `adapt_train.npz`,
-//! `adapt_test.npz`, each with `X` and `t`) with a `dataset.toml` manifest.
+//! - **Systems as data** ([`SystemSpec`], one TOML file per system): state names, parameters with
+//!   reference values, right-hand sides as text (parsed by exmex, with exact partial derivatives
+//!   for the Jacobian action of stiff solvers), initial-condition rule, horizon and points,
+//!   environment rules. Reaction–diffusion systems add a periodic [`GridSpec`]. Shipped: every
+//!   ODEBench system (1-D to 4-D), Lotka–Volterra, Sel'kov, the 7-species glycolytic
+//!   oscillator, Lorenz-63, Brusselator and Gray–Scott ([`builtin_names`]), plus collections
+//!   of families (`odebench-2d`, ...).
+//! - **Generation** ([`generate`], MIXER.md §6): environment grids, seeded initial conditions,
+//!   diffsol reference solves (rtol 1e-8), the four splits and a [`Manifest`].
+//! - **Folders** ([`load_dir`], [`load_split`], [`DatasetDir::write`]) in the published layout:
+//!   `X: [envs, trajs, steps, dim]` (or `[families, envs, trajs, steps, dim]`) and `t`, plus
+//!   `dataset.toml`; [`subsample`], [`random_window`] and [`crop`] for training.
 //!
 //! ```
-//! use mixer_data::DatasetSpec;
+//! use mixer_data::{DatasetSpec, GenerateOptions, generate};
 //! # fn main() -> Result<(), mixer_data::DataError> {
 //! let spec = DatasetSpec::builtin("lotka-volterra")?;
-//! assert_eq!(spec.environments(&spec.family[0], false).len(), 9);
+//! let data = generate(&spec, &GenerateOptions::new(0), &indicatif::ProgressBar::hidden())?;
+//! assert_eq!(data.train.x.dim(), (9, 4, 20, 2));
+//! let every_other = mixer_data::subsample(&data.train, 2)?;
+//! assert_eq!(every_other.num_steps(), 10);
 //! # Ok(())
 //! # }
 //! ```
 
+mod builtin;
+mod dataset_spec;
 mod dir;
+mod equations;
+mod error;
 mod generate;
-mod npz;
+mod io;
+mod manifest;
+mod sampling;
 mod spec;
 mod system;
 
-use std::path::PathBuf;
-
-pub use dir::{DatasetDir, candidates, load_dir, load_split, save_dir, split_path, subsample};
-pub use generate::{ATOL, Generated, Manifest, RTOL, generate};
-pub use npz::{read_npz, write_npz};
-pub use spec::{DatasetSpec, EnvironmentRule, Trajectories, ZOO, linspace};
-pub use system::{CompiledFamily, FamilySpec, InitialConditions, Instance, Parameter};
-
-/// Errors of system declarations, generation and data files.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DataError {
-    /// A base error (shapes, non-finite data, I/O).
-    #[error(transparent)]
-    Core(#[from] mixer_core::Error),
-    /// A system or dataset declaration is invalid.
-    #[error("system `{name}`: {reason}")]
-    System {
-        /// The system or file.
-        name: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// No built-in system has this name.
-    #[error("unknown system `{name}`; built-in systems: {known:?} (or pass --spec FILE)")]
-    UnknownSystem {
-        /// The requested name.
-        name: String,
-        /// The built-in names.
-        known: Vec<String>,
-    },
-    /// A `.npz` file is malformed.
-    #[error("{path}: {reason}")]
-    Npz {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A split file is missing from a data folder.
-    #[error("{dir} has no {split} split (looked for {tried:?})")]
-    MissingSplit {
-        /// The folder.
-        dir: PathBuf,
-        /// The split.
-        split: String,
-        /// File names tried.
-        tried: Vec<String>,
-    },
-    /// A ground-truth solve failed.
-    #[error("solving {system} at parameters {params:?} failed: {reason}")]
-    Solve {
-        /// The family.
-        system: String,
-        /// Its parameters.
-        params: Vec<f64>,
-        /// The solver's message.
-        reason: String,
-    },
-}
+pub use dataset_spec::{DatasetSpec, builtin_names, builtin_system, builtin_text};
+pub use dir::{DatasetDir, load_dir, load_split, split_file_names};
+pub use equations::Equations;
+pub use error::DataError;
+pub use generate::{GenerateOptions, generate, initial_states, solve_count};
+pub use io::{read_npz, write_npz};
+pub use manifest::{EnvInfo, FamilyInfo, MANIFEST_FILE, Manifest, SplitInfo};
+pub use sampling::{Window, crop, random_window, subsample};
+pub use spec::{
+    CollectionSpec, EnvRule, EnvironmentPlan, GridSpec, InitialRule, ParamValues, Parameter, SystemSpec,
+    TrajectoryCounts, linspace,
+};
+pub use system::{Instance, System};

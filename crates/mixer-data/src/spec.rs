@@ -1,219 +1,401 @@
-//! Dataset specifications: families, environment rules, trajectory counts; the built-in zoo.
+//! System definitions as data: the TOML schema of a system file and of a family collection.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
+use mixer_ode::ReferenceMethod;
 use serde::{Deserialize, Serialize};
 
-use mixer_core::{Error, Split};
-use mixer_ode::ReferenceMethod;
+use crate::DataError;
 
-use crate::{CompiledFamily, DataError, FamilySpec};
+/// One system: equations, parameters, initial conditions, time grid and environment rules.
+///
+/// A system file is TOML; see `crates/mixer-data/systems/*.toml` for the shipped ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSpec {
+    /// Unique name (`lotka-volterra`, `odebench-24`, ...).
+    pub name: String,
+    /// One line saying what the system is.
+    #[serde(default)]
+    pub description: String,
+    /// State variable names, in order; `[dim]` (per grid cell for reaction–diffusion systems).
+    pub state: Vec<String>,
+    /// Parameters with their reference values, in order.
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// Right-hand side of each state variable (exmex syntax; names from `state`, `parameters`, `t`).
+    pub rhs: Vec<String>,
+    /// Present for reaction–diffusion systems: `rhs` are then the reaction terms per cell.
+    #[serde(default)]
+    pub grid: Option<GridSpec>,
+    /// How initial conditions are drawn.
+    pub initial: InitialRule,
+    /// End of the time window `[0, horizon)` (or `[0, horizon]` with `endpoint`).
+    pub horizon: f64,
+    /// Number of observation times.
+    pub points: usize,
+    /// Whether the last observation time is `horizon` itself.
+    #[serde(default)]
+    pub endpoint: bool,
+    /// Reference solver method (`tsit45`, `bdf`, `esdirk34`).
+    #[serde(default = "default_solver")]
+    pub solver: ReferenceMethod,
+    /// Suggested time subsampling for training (every k-th point); data is stored unsubsampled.
+    #[serde(default = "one")]
+    pub keep_every: usize,
+    /// Training and adaptation environments.
+    pub environments: EnvironmentPlan,
+    /// Trajectories per environment in each split.
+    pub trajectories: TrajectoryCounts,
+}
 
-/// How the parameters of training and adaptation environments are chosen.
+/// A named parameter with its reference value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameter {
+    /// Name used in the equations.
+    pub name: String,
+    /// Reference value.
+    pub value: f64,
+}
+
+/// A periodic square grid for reaction–diffusion systems (5-point Laplacian).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridSpec {
+    /// Cells per side; the state has `size * size * species` entries, species-major.
+    pub size: usize,
+    /// Side length of the periodic domain.
+    pub length: f64,
+    /// Diffusion coefficient of each species (`[species]`).
+    pub diffusion: Vec<f64>,
+}
+
+/// How initial conditions are drawn.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum EnvironmentRule {
-    /// Cartesian products of listed values (in the family's parameter order); others at reference.
-    Grid {
-        /// Training values per parameter.
-        train: BTreeMap<String, Vec<f64>>,
-        /// Adaptation values per parameter.
-        adapt: BTreeMap<String, Vec<f64>>,
+pub enum InitialRule {
+    /// Independent uniform draws per component in `[low, high]` (per species on grids).
+    Uniform {
+        /// Lower bounds, `[dim]`.
+        low: Vec<f64>,
+        /// Upper bounds, `[dim]`.
+        high: Vec<f64>,
     },
-    /// ODEBench (MIXER.md §6): each parameter on `linspace(0.9 ref, 1.1 ref, count)`, Cartesian
-    /// product, first `count` combinations; adaptation scales every parameter by `adapt_scales`.
-    Odebench {
-        /// Environments per family.
-        count: usize,
-        /// Adaptation scalings of the reference parameters.
-        adapt_scales: Vec<f64>,
+    /// ODEBench: the two reference states, then uniform draws in the box they span. The
+    /// references lead the `train` and `adapt_train` splits; test splits draw only from the box.
+    ReferenceBox {
+        /// Two reference initial states, `[2][dim]`.
+        reference: Vec<Vec<f64>>,
     },
+}
+
+/// Environment rules of the training and the adaptation environments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentPlan {
+    /// Environments of `train` and `test`.
+    pub train: EnvRule,
+    /// Environments of `adapt_train` and `adapt_test`.
+    pub adapt: EnvRule,
+}
+
+/// How a list of environments (parameter vectors) is built from the reference values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum EnvRule {
+    /// Cartesian product of explicit values of some parameters (first listed varies slowest);
+    /// the others keep their reference values; the first `limit` combinations are kept.
+    Product {
+        /// Values per varied parameter.
+        values: Vec<ParamValues>,
+        /// Keep at most this many combinations.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Every parameter on `linspace(low * ref, high * ref, n)`, Cartesian product (first
+    /// parameter slowest), first `limit` combinations (MIXER.md §6, ODEBench).
+    Relative {
+        /// Lower factor.
+        low: f64,
+        /// Upper factor.
+        high: f64,
+        /// Points per parameter.
+        n: usize,
+        /// Keep at most this many combinations.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// All parameters scaled together by each factor of `linspace(low, high, n)`.
+    Scale {
+        /// Lower factor.
+        low: f64,
+        /// Upper factor.
+        high: f64,
+        /// Number of environments.
+        n: usize,
+    },
+}
+
+/// Values of one varied parameter: explicit values followed by linspace segments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamValues {
+    /// Parameter name.
+    pub name: String,
+    /// Explicit values.
+    #[serde(default)]
+    pub values: Vec<f64>,
+    /// Segments `(start, stop, n)` of `linspace(start, stop, n)`, appended after `values`.
+    #[serde(default)]
+    pub linspace: Vec<(f64, f64, usize)>,
 }
 
 /// Trajectories per environment in each split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Trajectories {
-    /// Meta-training.
+pub struct TrajectoryCounts {
+    /// Per training environment.
     pub train: usize,
-    /// In-domain test.
+    /// Per training environment, new initial conditions.
     pub test: usize,
-    /// Adaptation fitting.
+    /// Per adaptation environment.
     pub adapt_train: usize,
-    /// Adaptation test.
+    /// Per adaptation environment, new initial conditions.
     pub adapt_test: usize,
 }
 
-impl Trajectories {
-    /// Count of a split.
-    pub fn of(&self, split: Split) -> usize {
-        match split {
-            Split::Train => self.train,
-            Split::Test => self.test,
-            Split::AdaptTrain => self.adapt_train,
-            Split::AdaptTest => self.adapt_test,
-        }
+/// Several built-in systems generated together as families (`X: [families, envs, ...]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSpec {
+    /// Dataset name (`odebench-2d`).
+    pub name: String,
+    /// One line saying what the collection is.
+    #[serde(default)]
+    pub description: String,
+    /// Built-in system names, one per family; all share the state dimension.
+    pub families: Vec<String>,
+    /// Observation times per family (overrides each system's `points`).
+    pub points: usize,
+    /// Suggested time subsampling for training.
+    #[serde(default = "one")]
+    pub keep_every: usize,
+    /// Environment rules applied to every family.
+    pub environments: EnvironmentPlan,
+    /// Trajectories per environment in each split.
+    pub trajectories: TrajectoryCounts,
+}
+
+fn default_solver() -> ReferenceMethod {
+    ReferenceMethod::Tsit45
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `n` evenly spaced values from `a` to `b` inclusive (numpy's `linspace`).
+pub fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
+    match n {
+        0 => Vec::new(),
+        1 => vec![a],
+        _ => (0..n).map(|i| a + (b - a) * i as f64 / (n - 1) as f64).collect(),
     }
 }
 
-/// A dataset: one or more families, their environments, time grid and solver.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetSpec {
-    /// Name (`mixer generate --system NAME`).
-    pub name: String,
-    /// Points per trajectory on `[0, T)`.
-    pub points: usize,
-    /// Reference method of the ground truth.
-    pub solver: ReferenceMethod,
-    /// Environment rule.
-    pub environments: EnvironmentRule,
-    /// Trajectories per split.
-    pub trajectories: Trajectories,
-    /// The families.
-    pub family: Vec<FamilySpec>,
-}
-
-/// Built-in dataset specifications, shipped as files in `crates/mixer-data/systems/`.
-pub const ZOO: &[(&str, &str)] = &[
-    ("lotka-volterra", include_str!("../systems/lotka-volterra.toml")),
-    ("odebench-2d", include_str!("../systems/odebench-2d.toml")),
-];
-
-impl DatasetSpec {
-    /// Parses a specification from TOML text.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, DataError> {
-        let spec: DatasetSpec =
-            toml::from_str(text).map_err(|e| DataError::System { name: origin.to_string(), reason: e.to_string() })?;
+impl SystemSpec {
+    /// Parses a system file's text.
+    pub fn from_toml(text: &str) -> Result<Self, DataError> {
+        let spec: SystemSpec =
+            toml::from_str(text).map_err(|e| DataError::spec("<system file>", "toml", e.message().to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
 
-    /// Reads a specification file.
-    pub fn load(path: &Path) -> Result<Self, DataError> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, &path.display().to_string())
+    /// State dimension of the solved system (`state.len()`, times `size^2` on grids).
+    pub fn dim(&self) -> usize {
+        match &self.grid {
+            Some(g) => self.state.len() * g.size * g.size,
+            None => self.state.len(),
+        }
     }
 
-    /// A built-in specification by name.
-    pub fn builtin(name: &str) -> Result<Self, DataError> {
-        let (_, text) = ZOO.iter().find(|(n, _)| *n == name).ok_or_else(|| DataError::UnknownSystem {
-            name: name.to_string(),
-            known: ZOO.iter().map(|(n, _)| n.to_string()).collect(),
-        })?;
-        Self::parse(text, name)
+    /// Reference parameter values, `[params]`.
+    pub fn reference_values(&self) -> Vec<f64> {
+        self.parameters.iter().map(|p| p.value).collect()
     }
 
-    /// Checks counts and that every family parses.
+    /// Parameter names, in order.
+    pub fn parameter_names(&self) -> Vec<String> {
+        self.parameters.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// The observation times, `[points]`.
+    pub fn times(&self) -> Vec<f64> {
+        let denom = if self.endpoint { self.points.saturating_sub(1).max(1) } else { self.points };
+        (0..self.points).map(|k| self.horizon * k as f64 / denom as f64).collect()
+    }
+
+    /// Checks every field; the one place a system file is validated.
     pub fn validate(&self) -> Result<(), DataError> {
-        let bad = |reason: String| DataError::System { name: self.name.clone(), reason };
+        let err = |field: &str, reason: String| Err(DataError::spec(&self.name, field, reason));
+        if self.name.trim().is_empty() {
+            return err("name", "must not be empty".into());
+        }
+        if self.state.is_empty() {
+            return err("state", "needs at least one state variable".into());
+        }
+        if self.rhs.len() != self.state.len() {
+            return err("rhs", format!("has {} equations for {} state variables", self.rhs.len(), self.state.len()));
+        }
+        let mut names: Vec<&str> = self.state.iter().map(String::as_str).collect();
+        names.extend(self.parameters.iter().map(|p| p.name.as_str()));
+        for (i, n) in names.iter().enumerate() {
+            if !is_identifier(n) {
+                return err(
+                    "state/parameters",
+                    format!("`{n}` is not a name (letters, digits, `_`, not a digit first)"),
+                );
+            }
+            if names[..i].contains(n) || *n == "t" {
+                return err("state/parameters", format!("name `{n}` is used twice (or is the time `t`)"));
+            }
+        }
+        if let Some(p) = self.parameters.iter().find(|p| !p.value.is_finite()) {
+            return err("parameters", format!("value of `{}` is not finite", p.name));
+        }
+        if !(self.horizon > 0.0 && self.horizon.is_finite()) {
+            return err("horizon", format!("must be a positive number, got {}", self.horizon));
+        }
         if self.points < 2 {
-            return Err(bad("points must be at least 2".into()));
+            return err("points", format!("needs at least 2 observation times, got {}", self.points));
         }
-        if self.family.is_empty() {
-            return Err(bad("at least one [[family]] is required".into()));
+        if self.keep_every == 0 || self.keep_every > self.points {
+            return err("keep_every", format!("must be in 1..={}, got {}", self.points, self.keep_every));
         }
-        let t = &self.trajectories;
-        if [t.train, t.test, t.adapt_train, t.adapt_test].contains(&0) {
-            return Err(bad("every split needs at least one trajectory".into()));
-        }
-        let dim = self.family[0].variables.len();
-        for f in &self.family {
-            CompiledFamily::new(f.clone())?;
-            if f.variables.len() != dim {
-                return Err(bad(format!("family `{}` has dimension {}, the first has {dim}", f.name, f.variables.len())));
-            }
-        }
-        match &self.environments {
-            EnvironmentRule::Odebench { count, adapt_scales } if *count == 0 || adapt_scales.is_empty() => {
-                Err(bad("odebench rule needs count >= 1 and at least one adaptation scale".into()))
-            }
-            EnvironmentRule::Grid { train, adapt } => {
-                for f in &self.family {
-                    for name in train.keys().chain(adapt.keys()) {
-                        if !f.parameters.iter().any(|p| &p.name == name) {
-                            return Err(bad(format!("grid names `{name}`, not a parameter of `{}`", f.name)));
-                        }
-                    }
+        let d = self.state.len();
+        match &self.initial {
+            InitialRule::Uniform { low, high } => {
+                if low.len() != d || high.len() != d {
+                    return err("initial", format!("low/high need {d} entries, got {}/{}", low.len(), high.len()));
                 }
-                Ok(())
+                if low.iter().zip(high).any(|(l, h)| l > h || !l.is_finite() || !h.is_finite()) {
+                    return err("initial", "needs finite bounds with low <= high".into());
+                }
             }
-            _ => Ok(()),
+            InitialRule::ReferenceBox { reference } => {
+                if reference.len() != 2 || reference.iter().any(|r| r.len() != d) {
+                    return err("initial", format!("reference needs two states of {d} entries"));
+                }
+                if reference.iter().flatten().any(|v| !v.is_finite()) {
+                    return err("initial", "reference states must be finite".into());
+                }
+            }
+        }
+        if let Some(g) = &self.grid {
+            if g.size < 3 {
+                return err("grid.size", format!("needs at least 3 cells per side, got {}", g.size));
+            }
+            if !(g.length > 0.0 && g.length.is_finite()) {
+                return err("grid.length", format!("must be positive, got {}", g.length));
+            }
+            if g.diffusion.len() != d || g.diffusion.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
+                return err("grid.diffusion", format!("needs {d} non-negative coefficients"));
+            }
+        }
+        for (which, rule) in
+            [("environments.train", &self.environments.train), ("environments.adapt", &self.environments.adapt)]
+        {
+            validate_rule(&self.name, which, rule, &self.parameters)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_rule(system: &str, field: &str, rule: &EnvRule, params: &[Parameter]) -> Result<(), DataError> {
+    let err = |reason: String| Err(DataError::spec(system, field, reason));
+    match rule {
+        EnvRule::Product { values, limit } => {
+            if values.is_empty() {
+                return err("needs at least one parameter under `values`".into());
+            }
+            for v in values {
+                if !params.iter().any(|p| p.name == v.name) {
+                    return err(format!("`{}` is not a parameter of the system", v.name));
+                }
+                if v.values.is_empty() && v.linspace.is_empty() {
+                    return err(format!("`{}` has no values", v.name));
+                }
+                if v.values.iter().any(|x| !x.is_finite()) {
+                    return err(format!("`{}` has a non-finite value", v.name));
+                }
+            }
+            if *limit == Some(0) {
+                return err("limit must be at least 1".into());
+            }
+        }
+        EnvRule::Relative { low, high, n, limit } => {
+            if *n == 0 || *limit == Some(0) || !low.is_finite() || !high.is_finite() {
+                return err("needs n >= 1, limit >= 1 and finite factors".into());
+            }
+        }
+        EnvRule::Scale { low, high, n } => {
+            if *n == 0 || !low.is_finite() || !high.is_finite() {
+                return err("needs n >= 1 and finite factors".into());
+            }
         }
     }
+    Ok(())
+}
 
-    /// Parameter values of every environment of a family for training (`adapt = false`) or
-    /// adaptation splits.
-    pub fn environments(&self, family: &FamilySpec, adapt: bool) -> Vec<Vec<f64>> {
-        let reference: Vec<f64> = family.parameters.iter().map(|p| p.value).collect();
-        match &self.environments {
-            EnvironmentRule::Grid { train, adapt: ad } => {
-                let grid = if adapt { ad } else { train };
-                let axes: Vec<Vec<f64>> = family
-                    .parameters
+fn is_identifier(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+impl EnvRule {
+    /// The parameter vectors of the environments, `[envs][params]`.
+    pub fn environments(&self, params: &[Parameter]) -> Vec<Vec<f64>> {
+        let reference: Vec<f64> = params.iter().map(|p| p.value).collect();
+        match self {
+            EnvRule::Product { values, limit } => {
+                let axes: Vec<(usize, Vec<f64>)> = values
                     .iter()
-                    .map(|p| grid.get(&p.name).cloned().unwrap_or_else(|| vec![p.value]))
+                    .filter_map(|v| {
+                        let idx = params.iter().position(|p| p.name == v.name)?;
+                        let mut vals = v.values.clone();
+                        for &(a, b, n) in &v.linspace {
+                            vals.extend(linspace(a, b, n));
+                        }
+                        Some((idx, vals))
+                    })
                     .collect();
-                product(&axes)
+                product(&reference, &axes, limit.unwrap_or(usize::MAX))
             }
-            EnvironmentRule::Odebench { count, adapt_scales } => {
-                if adapt {
-                    adapt_scales.iter().map(|s| reference.iter().map(|r| r * s).collect()).collect()
-                } else {
-                    let axes: Vec<Vec<f64>> = reference.iter().map(|r| linspace(0.9 * r, 1.1 * r, *count)).collect();
-                    product(&axes).into_iter().take(*count).collect()
-                }
+            EnvRule::Relative { low, high, n, limit } => {
+                let axes: Vec<(usize, Vec<f64>)> =
+                    reference.iter().enumerate().map(|(i, &r)| (i, linspace(low * r, high * r, *n))).collect();
+                product(&reference, &axes, limit.unwrap_or(usize::MAX))
+            }
+            EnvRule::Scale { low, high, n } => {
+                linspace(*low, *high, *n).into_iter().map(|s| reference.iter().map(|r| r * s).collect()).collect()
             }
         }
     }
 }
 
-/// `n` evenly spaced values from `a` to `b` inclusive.
-pub fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
-    if n == 1 {
-        return vec![a];
-    }
-    (0..n).map(|i| a + (b - a) * i as f64 / (n - 1) as f64).collect()
-}
-
-/// Cartesian product, the first axis varying slowest.
-fn product(axes: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    axes.iter().fold(vec![vec![]], |acc, axis| {
-        acc.into_iter().flat_map(|prefix| axis.iter().map(move |v| [prefix.clone(), vec![*v]].concat())).collect()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builtins_parse_and_expand() {
-        let lv = DatasetSpec::builtin("lotka-volterra").unwrap();
-        let envs = lv.environments(&lv.family[0], false);
-        assert_eq!(envs.len(), 9);
-        assert_eq!(envs[1], vec![0.5, 0.5, 0.75, 0.5]);
-        assert_eq!(lv.environments(&lv.family[0], true).len(), 4);
-        let ob = DatasetSpec::builtin("odebench-2d").unwrap();
-        assert_eq!(ob.family.len(), 10);
-        for f in &ob.family {
-            assert_eq!(ob.environments(f, false).len(), 16);
-            assert_eq!(ob.environments(f, true).len(), 4);
+/// Cartesian product over `axes` (first slowest) applied on top of `reference`, at most `limit`.
+fn product(reference: &[f64], axes: &[(usize, Vec<f64>)], limit: usize) -> Vec<Vec<f64>> {
+    let total: usize = axes.iter().map(|(_, v)| v.len()).product();
+    let mut out = Vec::new();
+    for flat in 0..total.min(limit) {
+        let mut env = reference.to_vec();
+        let mut rest = flat;
+        for (idx, vals) in axes.iter().rev() {
+            env[*idx] = vals[rest % vals.len()];
+            rest /= vals.len();
         }
-        let damped = &ob.family[1];
-        let e = ob.environments(damped, false);
-        assert!((e[0][0] - 0.9 * 4.5).abs() < 1e-12 && (e[15][1] - 1.1 * 0.43).abs() < 1e-12);
-        assert!(matches!(DatasetSpec::builtin("nope"), Err(DataError::UnknownSystem { .. })));
+        out.push(env);
     }
-
-    #[test]
-    fn bad_specs_are_errors() {
-        let text = ZOO[0].1;
-        assert!(DatasetSpec::parse(&text.replace("points = 20", "points = 1"), "t").is_err());
-        assert!(DatasetSpec::parse(&text.replace("test = 32", "test = 0"), "t").is_err());
-        assert!(DatasetSpec::parse(&text.replace("b = [0.5, 0.75, 1.0]", "q = [1.0]"), "t").is_err());
-        assert!(DatasetSpec::parse(&text.replace("horizon = 10.0", "horizon = -1.0"), "t").is_err());
-        assert!(DatasetSpec::parse(&text.replace("points = 20", "points = 20\nbogus = 1"), "t").is_err());
-    }
+    out
 }

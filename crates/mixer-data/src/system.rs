@@ -1,166 +1,149 @@
-//! Systems declared as data: variables, parameters, right-hand sides as expression text.
-
-use exmex::{Express, FlatEx};
-use serde::{Deserialize, Serialize};
+//! A parsed system and its instances at given parameter values, solvable by `mixer-ode`.
 
 use mixer_ode::OdeSystem;
 
 use crate::DataError;
+use crate::equations::Equations;
+use crate::spec::{GridSpec, SystemSpec};
 
-/// A named parameter with its reference value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Parameter {
-    /// Name used in the expressions.
-    pub name: String,
-    /// Reference value.
-    pub value: f64,
-}
-
-/// How initial conditions are drawn.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "rule", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum InitialConditions {
-    /// Uniform in the box `[low, high]`.
-    Box {
-        /// Lower corner.
-        low: Vec<f64>,
-        /// Upper corner.
-        high: Vec<f64>,
-    },
-    /// The reference initial conditions first, then uniform draws in the box they span.
-    ReferenceBox {
-        /// Reference initial conditions, `[n][dim]`.
-        reference: Vec<Vec<f64>>,
-    },
-}
-
-/// One ODE family: the right-hand side as expressions of its variables and parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FamilySpec {
-    /// Display name.
-    pub name: String,
-    /// ODEBench identifier, when the family comes from ODEBench.
-    #[serde(default)]
-    pub odebench_id: Option<u32>,
-    /// State variable names, in state order.
-    pub variables: Vec<String>,
-    /// Parameters with reference values.
-    pub parameters: Vec<Parameter>,
-    /// One expression per variable (exmex syntax: `^` for powers, `sin`, `cos`, `exp`, ...).
-    pub rhs: Vec<String>,
-    /// Time horizon `T`; observations lie on `[0, T)`.
-    pub horizon: f64,
-    /// Initial-condition rule.
-    pub initial_conditions: InitialConditions,
-}
-
-/// A family with parsed expressions, evaluable at given parameter values.
+/// A validated system definition with its parsed equations.
 #[derive(Clone, Debug)]
-pub struct CompiledFamily {
-    /// The declaration.
-    pub spec: FamilySpec,
-    /// Parsed expressions and, per expression, where each of its variables comes from.
-    exprs: Vec<(FlatEx<f64>, Vec<Source>)>,
+pub struct System {
+    spec: SystemSpec,
+    equations: Equations,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Source {
-    State(usize),
-    Param(usize),
-}
-
-impl CompiledFamily {
-    /// Parses and checks a family declaration.
-    pub fn new(spec: FamilySpec) -> Result<Self, DataError> {
-        let bad = |reason: String| DataError::System { name: spec.name.clone(), reason };
-        if spec.variables.is_empty() || spec.rhs.len() != spec.variables.len() {
-            return Err(bad(format!("{} variables but {} right-hand sides", spec.variables.len(), spec.rhs.len())));
-        }
-        if !(spec.horizon > 0.0 && spec.horizon.is_finite()) {
-            return Err(bad(format!("horizon must be > 0, got {}", spec.horizon)));
-        }
-        let mut exprs = Vec::new();
-        for (i, text) in spec.rhs.iter().enumerate() {
-            let ex = exmex::parse::<f64>(text).map_err(|e| bad(format!("rhs[{i}] `{text}`: {e}")))?;
-            let sources = ex
-                .var_names()
-                .iter()
-                .map(|v| {
-                    if let Some(j) = spec.variables.iter().position(|n| n == v) {
-                        Ok(Source::State(j))
-                    } else if let Some(j) = spec.parameters.iter().position(|p| &p.name == v) {
-                        Ok(Source::Param(j))
-                    } else {
-                        Err(bad(format!("rhs[{i}] uses `{v}`, which is neither a variable nor a parameter")))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            exprs.push((ex, sources));
-        }
-        let dim = spec.variables.len();
-        match &spec.initial_conditions {
-            InitialConditions::Box { low, high } if low.len() != dim || high.len() != dim => {
-                return Err(bad(format!("initial-condition box must have {dim} entries per corner")));
-            }
-            InitialConditions::ReferenceBox { reference } if reference.is_empty() || reference.iter().any(|r| r.len() != dim) => {
-                return Err(bad(format!("reference initial conditions must be non-empty rows of {dim} values")));
-            }
-            _ => {}
-        }
-        Ok(Self { spec, exprs })
+impl System {
+    /// Validates `spec` and parses its equations.
+    pub fn from_spec(spec: SystemSpec) -> Result<Self, DataError> {
+        spec.validate()?;
+        let equations = Equations::parse(&spec)?;
+        Ok(Self { spec, equations })
     }
 
-    /// State dimension.
-    pub fn dim(&self) -> usize {
-        self.spec.variables.len()
+    /// Parses a system file's TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, DataError> {
+        Self::from_spec(SystemSpec::from_toml(text)?)
     }
 
-    /// Reference parameter values.
-    pub fn reference(&self) -> Vec<f64> {
-        self.spec.parameters.iter().map(|p| p.value).collect()
+    /// The definition.
+    pub fn spec(&self) -> &SystemSpec {
+        &self.spec
     }
 
-    /// The family at parameter values `params` as an [`OdeSystem`].
-    pub fn at<'a>(&'a self, params: &'a [f64]) -> Instance<'a> {
-        Instance { family: self, params }
+    /// The parsed equations (per cell for grid systems).
+    pub fn equations(&self) -> &Equations {
+        &self.equations
     }
 
-    fn eval(&self, x: &[f64], params: &[f64], dx: &mut [f64]) {
-        let mut buf = [0.0; 16];
-        for (k, (ex, sources)) in self.exprs.iter().enumerate() {
-            let mut heap;
-            let vals: &mut [f64] = if sources.len() <= buf.len() {
-                &mut buf[..sources.len()]
-            } else {
-                heap = vec![0.0; sources.len()];
-                &mut heap
-            };
-            for (v, s) in vals.iter_mut().zip(sources) {
-                *v = match *s {
-                    Source::State(j) => x[j],
-                    Source::Param(j) => params[j],
-                };
-            }
-            dx[k] = ex.eval(vals).unwrap_or(f64::NAN);
+    /// The system at parameter values `params` (`[params]`), ready for a solver.
+    pub fn instance(&self, params: &[f64]) -> Result<Instance<'_>, DataError> {
+        if params.len() != self.equations.num_params() {
+            return Err(mixer_core::Error::shape(
+                format!("parameters of `{}`", self.spec.name),
+                self.equations.num_params(),
+                params.len(),
+            )
+            .into());
         }
+        mixer_core::ensure_finite("parameters", params)?;
+        Ok(Instance { system: self, params: params.to_vec() })
     }
 }
 
-/// A family at fixed parameter values.
+/// A system at fixed parameter values; implements [`OdeSystem`].
+#[derive(Clone, Debug)]
 pub struct Instance<'a> {
-    family: &'a CompiledFamily,
-    params: &'a [f64],
+    system: &'a System,
+    params: Vec<f64>,
+}
+
+impl Instance<'_> {
+    /// The parameter values, `[params]`.
+    pub fn params(&self) -> &[f64] {
+        &self.params
+    }
 }
 
 impl OdeSystem for Instance<'_> {
     fn dim(&self) -> usize {
-        self.family.dim()
+        self.system.spec.dim()
     }
 
-    fn rhs(&self, _t: f64, x: &[f64], dx: &mut [f64]) {
-        self.family.eval(x, self.params, dx)
+    fn rhs(&self, t: f64, x: &[f64], dx: &mut [f64]) {
+        let eq = &self.system.equations;
+        match &self.system.spec.grid {
+            None => eq.eval(t, x, &self.params, dx),
+            Some(g) => grid_rhs(eq, g, t, x, &self.params, dx),
+        }
+    }
+
+    fn jac_vec(&self, t: f64, x: &[f64], v: &[f64], out: &mut [f64]) {
+        let eq = &self.system.equations;
+        match &self.system.spec.grid {
+            None => eq.jac_vec(t, x, &self.params, v, out),
+            Some(g) => grid_jac_vec(eq, g, t, x, &self.params, v, out),
+        }
+    }
+}
+
+/// Adds `coef * laplacian(u)` of one species field (`[n * n]`, periodic) to `out`.
+fn add_laplacian(u: &[f64], n: usize, coef: f64, out: &mut [f64]) {
+    for i in 0..n {
+        let (up, down) = ((i + n - 1) % n, (i + 1) % n);
+        for j in 0..n {
+            let (left, right) = ((j + n - 1) % n, (j + 1) % n);
+            let lap = u[up * n + j] + u[down * n + j] + u[i * n + left] + u[i * n + right] - 4.0 * u[i * n + j];
+            out[i * n + j] += coef * lap;
+        }
+    }
+}
+
+fn grid_rhs(eq: &Equations, g: &GridSpec, t: f64, x: &[f64], p: &[f64], dx: &mut [f64]) {
+    let (s, n) = (eq.dim(), g.size);
+    let cells = n * n;
+    let (mut local, mut f) = (vec![0.0; s], vec![0.0; s]);
+    for c in 0..cells {
+        for k in 0..s {
+            local[k] = x[k * cells + c];
+        }
+        eq.eval(t, &local, p, &mut f);
+        for k in 0..s {
+            dx[k * cells + c] = f[k];
+        }
+    }
+    let h = g.length / n as f64;
+    for k in 0..s {
+        add_laplacian(&x[k * cells..(k + 1) * cells], n, g.diffusion[k] / (h * h), &mut dx[k * cells..(k + 1) * cells]);
+    }
+}
+
+fn grid_jac_vec(eq: &Equations, g: &GridSpec, t: f64, x: &[f64], p: &[f64], v: &[f64], out: &mut [f64]) {
+    let (s, n) = (eq.dim(), g.size);
+    let cells = n * n;
+    let (mut lx, mut lv, mut lo) = (vec![0.0; s], vec![0.0; s], vec![0.0; s]);
+    for c in 0..cells {
+        for k in 0..s {
+            lx[k] = x[k * cells + c];
+            lv[k] = v[k * cells + c];
+        }
+        if lv.iter().all(|a| *a == 0.0) {
+            (0..s).for_each(|k| out[k * cells + c] = 0.0);
+            continue;
+        }
+        eq.jac_vec(t, &lx, p, &lv, &mut lo);
+        for k in 0..s {
+            out[k * cells + c] = lo[k];
+        }
+    }
+    let h = g.length / n as f64;
+    for k in 0..s {
+        add_laplacian(
+            &v[k * cells..(k + 1) * cells],
+            n,
+            g.diffusion[k] / (h * h),
+            &mut out[k * cells..(k + 1) * cells],
+        );
     }
 }
 
@@ -168,44 +151,98 @@ impl OdeSystem for Instance<'_> {
 mod tests {
     use super::*;
 
-    fn lv() -> FamilySpec {
-        FamilySpec {
-            name: "lv".into(),
-            odebench_id: None,
-            variables: vec!["x".into(), "y".into()],
-            parameters: vec![Parameter { name: "a".into(), value: 0.5 }, Parameter { name: "b".into(), value: 0.75 }],
-            rhs: vec!["a*x - b*x*y".into(), "b*x*y - a*y".into()],
-            horizon: 10.0,
-            initial_conditions: InitialConditions::Box { low: vec![1.0, 1.0], high: vec![2.0, 2.0] },
-        }
-    }
+    const LV: &str = r#"
+name = "lv"
+state = ["x", "y"]
+parameters = [{ name = "a", value = 0.5 }, { name = "b", value = 1.0 }]
+rhs = ["a*x - b*x*y", "b*x*y - a*y^2 + sin(t)"]
+initial = { rule = "uniform", low = [1, 1], high = [2, 2] }
+horizon = 1.0
+points = 5
+environments.train = { rule = "scale", low = 0.9, high = 1.1, n = 3 }
+environments.adapt = { rule = "scale", low = 0.8, high = 1.2, n = 2 }
+trajectories = { train = 1, test = 1, adapt_train = 1, adapt_test = 1 }
+"#;
 
     #[test]
-    fn evaluates_expressions_with_parameters() {
-        let f = CompiledFamily::new(lv()).unwrap();
-        let p = [0.5, 0.75];
+    fn rhs_and_exact_jacobian_match_hand_computed_values() {
+        let sys = System::from_toml(LV).unwrap();
+        let inst = sys.instance(&[0.5, 1.5]).unwrap();
+        let (x, t) = ([-1.3, 0.7], 0.4);
         let mut dx = [0.0; 2];
-        f.at(&p).rhs(0.0, &[1.5, 2.0], &mut dx);
-        assert!((dx[0] - (0.5 * 1.5 - 0.75 * 3.0)).abs() < 1e-15);
-        assert!((dx[1] - (0.75 * 3.0 - 1.0)).abs() < 1e-15);
+        inst.rhs(t, &x, &mut dx);
+        assert!((dx[0] - (0.5 * -1.3 - 1.5 * -1.3 * 0.7)).abs() < 1e-14);
+        assert!((dx[1] - (1.5 * -1.3 * 0.7 - 0.5 * 0.49 + 0.4f64.sin())).abs() < 1e-14);
+        // J = [[a - b y, -b x], [b y, b x - 2 a y]] at negative x (checks that `^` differentiates there).
+        let mut out = [0.0; 2];
+        inst.jac_vec(t, &x, &[0.3, -2.0], &mut out);
+        let j = [[0.5 - 1.5 * 0.7, 1.5 * 1.3], [1.5 * 0.7, 1.5 * -1.3 - 2.0 * 0.5 * 0.7]];
+        assert!((out[0] - (j[0][0] * 0.3 - j[0][1] * 2.0)).abs() < 1e-13, "{out:?}");
+        assert!((out[1] - (j[1][0] * 0.3 - j[1][1] * 2.0)).abs() < 1e-13, "{out:?}");
     }
 
     #[test]
-    fn bad_declarations_are_errors() {
-        let mut s = lv();
-        s.rhs.pop();
-        assert!(CompiledFamily::new(s).is_err());
-        let mut s = lv();
-        s.rhs[0] = "a*x - q*y".into();
-        assert!(matches!(CompiledFamily::new(s), Err(DataError::System { reason, .. }) if reason.contains("`q`")));
-        let mut s = lv();
-        s.rhs[0] = "a*x -* (".into();
-        assert!(CompiledFamily::new(s).is_err());
-        let mut s = lv();
-        s.horizon = 0.0;
-        assert!(CompiledFamily::new(s).is_err());
-        let mut s = lv();
-        s.initial_conditions = InitialConditions::Box { low: vec![1.0], high: vec![2.0, 2.0] };
-        assert!(CompiledFamily::new(s).is_err());
+    fn unary_minus_and_powers_follow_usual_precedence() {
+        let text = LV.replace("a*x - b*x*y", "-x^2 + sin(y)^2");
+        let sys = System::from_toml(&text).unwrap();
+        let mut dx = [0.0; 2];
+        sys.instance(&[0.5, 1.0]).unwrap().rhs(0.0, &[3.0, 0.5], &mut dx);
+        assert!((dx[0] - (-9.0 + 0.5f64.sin().powi(2))).abs() < 1e-14, "{}", dx[0]);
+    }
+
+    #[test]
+    fn unknown_names_and_bad_syntax_are_errors() {
+        let e = System::from_toml(&LV.replace("a*x - b*x*y", "a*x - c*z")).unwrap_err();
+        assert!(matches!(e, DataError::BadExpression { index: 0, .. }), "{e}");
+        assert!(e.to_string().contains("unknown name"), "{e}");
+        let e = System::from_toml(&LV.replace("a*x - b*x*y", "a*x - (b")).unwrap_err();
+        assert!(matches!(e, DataError::BadExpression { index: 0, .. }), "{e}");
+        let e = sys_err_params();
+        assert!(matches!(e, DataError::Core(mixer_core::Error::ShapeMismatch { .. })), "{e}");
+    }
+
+    fn sys_err_params() -> DataError {
+        let sys = System::from_toml(LV).unwrap();
+        sys.instance(&[1.0]).unwrap_err()
+    }
+
+    #[test]
+    fn grid_jacobian_matches_finite_differences() {
+        let text = r#"
+name = "rd"
+state = ["u", "v"]
+parameters = [{ name = "A", value = 1.0 }, { name = "B", value = 3.0 }]
+rhs = ["A - (B + 1)*u + u^2*v", "B*u - u^2*v"]
+grid = { size = 4, length = 4.0, diffusion = [1.0, 0.5] }
+initial = { rule = "uniform", low = [0.5, 2.0], high = [1.5, 4.0] }
+horizon = 1.0
+points = 3
+solver = "bdf"
+environments.train = { rule = "scale", low = 0.9, high = 1.1, n = 2 }
+environments.adapt = { rule = "scale", low = 0.8, high = 1.2, n = 2 }
+trajectories = { train = 1, test = 1, adapt_train = 1, adapt_test = 1 }
+"#;
+        let sys = System::from_toml(text).unwrap();
+        let inst = sys.instance(&[1.0, 3.0]).unwrap();
+        let n = inst.dim();
+        assert_eq!(n, 32);
+        let x: Vec<f64> = (0..n).map(|i| 1.0 + 0.37 * ((i * 7) % 5) as f64).collect();
+        let v: Vec<f64> = (0..n).map(|i| ((i * 3) % 4) as f64 - 1.5).collect();
+        let mut jv = vec![0.0; n];
+        inst.jac_vec(0.0, &x, &v, &mut jv);
+        let eps = 1e-6;
+        let (mut fp, mut fm) = (vec![0.0; n], vec![0.0; n]);
+        let xp: Vec<f64> = x.iter().zip(&v).map(|(a, b)| a + eps * b).collect();
+        let xm: Vec<f64> = x.iter().zip(&v).map(|(a, b)| a - eps * b).collect();
+        inst.rhs(0.0, &xp, &mut fp);
+        inst.rhs(0.0, &xm, &mut fm);
+        let max_err = (0..n).map(|i| ((fp[i] - fm[i]) / (2.0 * eps) - jv[i]).abs()).fold(0.0, f64::max);
+        assert!(max_err < 1e-7, "max |Jv - FD| = {max_err}");
+        // A uniform state has zero Laplacian: the rhs equals the reaction term in every cell.
+        let mut dx = vec![0.0; n];
+        let uniform: Vec<f64> = (0..n).map(|i| if i < 16 { 1.2 } else { 2.5 }).collect();
+        inst.rhs(0.0, &uniform, &mut dx);
+        assert!((dx[3] - (1.0 - 4.0 * 1.2 + 1.44 * 2.5)).abs() < 1e-13);
+        assert!((dx[20] - (3.0 * 1.2 - 1.44 * 2.5)).abs() < 1e-13);
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! Experts are context-conditioned, autonomous vector fields `f(x, ctx)` implementing
 //! [`mixer_core::Expert`]: [`GepsExpert`] (low-rank adaptation of every layer, learnable swish,
-//! context shift) and [`CodaExpert`] (context-linear hypernetwork). [`MixtureOfExperts`] holds
-//! `K` of them with context splitting and rolls trajectories out under a [`mixer_core::Routing`],
-//! integrating each expert only on the rows routed to it.
+//! context shift), [`CodaExpert`] (context-linear hypernetwork on every parameter) and
+//! [`NcfExpert`] (context and state branches). [`ExpertConfig`] picks one from a config file and
+//! [`AnyExpert`] holds any of them. [`HierShPlrnn`] is the sequence expert for time series.
+//! [`MixtureOfExperts`] holds `K` experts with context splitting and rolls trajectories out under
+//! a [`mixer_core::Routing`], integrating each expert only on the rows routed to it.
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -22,14 +24,20 @@
 //! # }
 //! ```
 
+mod coda;
 mod config;
 mod geps;
 mod moe;
+mod ncf;
+mod plrnn;
 mod swish;
 
+pub use coda::{CodaConfig, CodaExpert};
 pub use config::{AnyExpert, ExpertConfig};
-pub use geps::{CodaExpert, GepsExpert, coda_expert, geps_expert};
+pub use geps::{GepsConfig, GepsExpert};
 pub use moe::MixtureOfExperts;
+pub use ncf::{NcfConfig, NcfExpert, geometric_widths};
+pub use plrnn::{HierShPlrnn, HierShPlrnnConfig, PlrnnParams};
 pub use swish::LearnableSwish;
 
 /// Errors of experts and the mixture layer.
@@ -39,12 +47,15 @@ pub enum ExpertError {
     /// A base error (config, shapes).
     #[error(transparent)]
     Core(#[from] mixer_core::Error),
-    /// Integrating an expert failed; names the expert and the environments.
+    /// A hypernetwork or context-table error.
+    #[error(transparent)]
+    Hyper(#[from] mixer_hyper::HyperError),
+    /// Integrating an expert failed; names the expert and the environments of its rows.
     #[error("rollout of expert {expert:?} on environments {envs:?} failed: {source}")]
     Rollout {
         /// The expert (`None` for a mixture field).
         expert: Option<usize>,
-        /// Environments of the failing rows.
+        /// Environments of the failing rows, ascending.
         envs: Vec<usize>,
         /// The solver error.
         source: mixer_core::Error,
@@ -55,4 +66,26 @@ pub enum ExpertError {
 pub(crate) mod tests {
     pub type TestBackend = burn::backend::NdArray<f64>;
     pub type TestAutodiffBackend = burn::backend::Autodiff<TestBackend>;
+
+    /// Central differences `(f(v + h e_i) - f(v - h e_i)) / 2h` for every entry, `h = 1e-6`.
+    pub fn central_difference(v: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+        let h = 1e-6;
+        (0..v.len())
+            .map(|i| {
+                let mut p = v.to_vec();
+                p[i] += h;
+                let up = f(&p);
+                p[i] -= 2.0 * h;
+                (up - f(&p)) / (2.0 * h)
+            })
+            .collect()
+    }
+
+    /// Asserts `|a - b| <= tol * max(1, |b|)` entrywise.
+    pub fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * y.abs().max(1.0), "{what}[{i}]: autodiff {x} vs finite difference {y}");
+        }
+    }
 }

@@ -3,13 +3,14 @@
 
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use tracing::{debug, warn};
 
-use mixer_core::{Expert, Integrator, Routing, VectorField};
+use mixer_core::{Error, Expert, Integrator, Routing, VectorField};
 
-use crate::{ExpertConfig, ExpertError};
+use crate::{AnyExpert, ExpertConfig, ExpertError};
 
-/// `K` experts of one type; expert `k` reads slice `k` of an environment's context
-/// (`d_xi = K * c`, context splitting).
+/// `K` experts of one type; with context splitting (`d_xi = K c`) expert `k` reads slice `k`
+/// of an environment's context, otherwise (`d_xi = c`) every expert reads the whole context.
 #[derive(Module, Debug)]
 pub struct MixtureOfExperts<B: Backend, X> {
     /// The experts.
@@ -17,15 +18,17 @@ pub struct MixtureOfExperts<B: Backend, X> {
     _backend: core::marker::PhantomData<B>,
 }
 
-fn index<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+pub(crate) fn index<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     Tensor::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]), device)
 }
 
-/// One expert's field on a fixed set of rows: `w_r * f(x_r, ctx_r)`.
+/// One expert's field on a fixed set of rows: `w_r * f(x_r, ctx_r)` (`w` absent means 1).
 struct ExpertField<'a, B: Backend, X> {
     expert: &'a X,
+    /// Per-row context slice `[rows, c]`.
     ctx: Tensor<B, 2>,
-    weight: Tensor<B, 2>,
+    /// Per-row weight `[rows, 1]`.
+    weight: Option<Tensor<B, 2>>,
 }
 
 impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<'_, B, X> {
@@ -34,26 +37,32 @@ impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<'_, B, X> {
     }
 
     fn eval(&self, _t: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.expert.forward(x, self.ctx.clone()) * self.weight.clone()
+        let y = self.expert.forward(x, self.ctx.clone());
+        match &self.weight {
+            Some(w) => y * w.clone(),
+            None => y,
+        }
     }
 }
 
-/// The dense field `sum_k w_rk f_k(x_r, ctx_rk)` over every expert with non-zero weight.
+/// The weighted sum `sum_k w_rk f_k(x_r, ctx_rk)` over the experts taking part.
 struct MixtureField<'a, B: Backend, X> {
     parts: Vec<ExpertField<'a, B, X>>,
 }
 
 impl<B: Backend, X: Expert<B>> VectorField<B> for MixtureField<'_, B, X> {
     fn dim(&self) -> usize {
-        self.parts[0].dim()
+        self.parts.first().map_or(0, |p| p.dim())
     }
 
     fn eval(&self, t: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.parts.iter().map(|p| p.eval(t, x.clone())).reduce(|a, b| a + b).expect("at least one expert")
+        let mut parts = self.parts.iter();
+        let first = parts.next().map(|p| p.eval(t, x.clone()));
+        parts.fold(first.unwrap_or_else(|| x.zeros_like()), |acc, p| acc + p.eval(t, x.clone()))
     }
 }
 
-impl<B: Backend> MixtureOfExperts<B, crate::AnyExpert<B>> {
+impl<B: Backend> MixtureOfExperts<B, AnyExpert<B>> {
     /// `k` identical experts (same initial weights, MIXER.md §1) for states of size `dim`
     /// reading context slices of size `context`.
     pub fn init(
@@ -64,7 +73,7 @@ impl<B: Backend> MixtureOfExperts<B, crate::AnyExpert<B>> {
         device: &B::Device,
     ) -> Result<Self, ExpertError> {
         if k == 0 {
-            return Err(mixer_core::Error::config("experts", "at least one expert").into());
+            return Err(Error::config("experts", "at least one expert is needed").into());
         }
         let first = config.init::<B>(dim, context, device)?;
         Ok(Self::new(vec![first; k]))
@@ -72,7 +81,7 @@ impl<B: Backend> MixtureOfExperts<B, crate::AnyExpert<B>> {
 }
 
 impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
-    /// A mixture of the given experts.
+    /// A mixture of the given experts (all of the same state and context sizes).
     pub fn new(experts: Vec<X>) -> Self {
         Self { experts, _backend: core::marker::PhantomData }
     }
@@ -82,18 +91,65 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         self.experts.len()
     }
 
-    /// Context slice of expert `k` for the given rows: `[rows, c]` from `contexts: [envs, K c]`.
-    fn slice(&self, contexts: &Tensor<B, 2>, rows_env: &Tensor<B, 1, Int>, k: usize) -> Tensor<B, 2> {
-        let c = self.experts[k].context_dim();
-        let [_, d_xi] = contexts.dims();
-        let cols = if d_xi == c { 0..c } else { k * c..(k + 1) * c };
-        contexts.clone().slice([0..contexts.dims()[0], cols]).select(0, rows_env.clone())
+    /// Whether contexts of width `d_xi` are split (`d_xi = K c`, `true`) or shared (`d_xi = c`).
+    pub fn splits(&self, d_xi: usize) -> Result<bool, ExpertError> {
+        let c = self.experts.first().map_or(0, Expert::context_dim);
+        let k = self.num_experts();
+        if k == 0 {
+            return Err(Error::config("experts", "the mixture holds no expert").into());
+        }
+        if d_xi == k * c && k > 1 {
+            Ok(true)
+        } else if d_xi == c {
+            Ok(false)
+        } else {
+            Err(Error::shape("context width d_xi (K * c with splitting, c without)", [k * c, c], d_xi).into())
+        }
     }
 
-    /// Trajectories `[rows, T, d]` of rows starting at `x0: [rows, d]` at `times[0]`, row `r`
-    /// belonging to environment `env_of_row[r]` with context `contexts[env]` (`[envs, d_xi]`),
-    /// routed by `routing` (one unit per environment). Top-1 routings integrate each expert
-    /// only on its rows; top-k and dense routings integrate the weighted sum of experts.
+    /// Context slice of expert `k` for all environments: `contexts: [envs, d_xi]` → `[envs, c]`.
+    pub fn context_slice(&self, contexts: Tensor<B, 2>, k: usize) -> Result<Tensor<B, 2>, ExpertError> {
+        let [envs, d_xi] = contexts.dims();
+        if k >= self.num_experts() {
+            return Err(
+                Error::config("expert", format!("index {k} >= number of experts {}", self.num_experts())).into()
+            );
+        }
+        let c = self.experts[k].context_dim();
+        Ok(if self.splits(d_xi)? { contexts.slice([0..envs, k * c..(k + 1) * c]) } else { contexts })
+    }
+
+    /// Checks the shapes shared by rollouts and expert losses; returns `(envs, rows)`.
+    fn check(
+        &self,
+        contexts: &Tensor<B, 2>,
+        env_of_row: &[usize],
+        x0: &Tensor<B, 2>,
+        times: &[f64],
+    ) -> Result<(usize, usize), ExpertError> {
+        let [envs, d_xi] = contexts.dims();
+        self.splits(d_xi)?;
+        let [rows, dim] = x0.dims();
+        if env_of_row.len() != rows {
+            return Err(Error::shape("env_of_row (one environment per row of x0)", rows, env_of_row.len()).into());
+        }
+        if let Some(&e) = env_of_row.iter().find(|&&e| e >= envs) {
+            return Err(Error::shape("environment id (below the number of context rows)", envs, e).into());
+        }
+        let want = self.experts[0].state_dim();
+        if dim != want {
+            return Err(Error::shape("state dimension of x0", want, dim).into());
+        }
+        mixer_core::check_times(times)?;
+        Ok((envs, rows))
+    }
+
+    /// Trajectories `[rows, T, d]` from `x0: [rows, d]` at `times[0]`; row `r` belongs to
+    /// environment `env_of_row[r]` with context `contexts[env]` (`contexts: [envs, d_xi]`), and
+    /// `routing` has one unit per environment. Top-1 routings (no shared experts) group rows by
+    /// expert once and integrate each expert only on its rows, its output multiplied by the
+    /// (differentiable) gate weight; top-k, dense and shared-expert routings integrate
+    /// `sum_slots w[env, slot] f_expert(x, ctx slice)`. Dropped environments stay at `x0`.
     pub fn rollout(
         &self,
         integrator: &dyn Integrator<B>,
@@ -103,85 +159,167 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         x0: Tensor<B, 2>,
         times: &[f64],
     ) -> Result<Tensor<B, 3>, ExpertError> {
-        let device = x0.device();
-        let [rows, dim] = x0.dims();
-        if env_of_row.len() != rows {
-            return Err(mixer_core::Error::shape("env_of_row", rows, env_of_row.len()).into());
+        let (envs, rows) = self.check(&contexts, env_of_row, &x0, times)?;
+        let k = routing.k;
+        if k == 0 || routing.num_units() != envs || routing.weights.dims() != [envs, k] {
+            return Err(Error::shape(
+                "routing (one unit per environment, weights [envs, k])",
+                [envs, k],
+                routing.weights.dims(),
+            )
+            .into());
         }
-        if routing.k == 1 {
-            let top1 = routing.top1();
-            let mut outputs = Vec::new();
-            let mut order = Vec::with_capacity(rows);
-            for k in 0..self.num_experts() {
-                let rows_k: Vec<usize> = (0..rows).filter(|&r| top1[env_of_row[r]] == Some(k)).collect();
-                if rows_k.is_empty() {
-                    continue;
-                }
-                let envs: Vec<usize> = rows_k.iter().map(|&r| env_of_row[r]).collect();
-                let env_idx = index::<B>(&envs, &device);
-                let field = ExpertField {
-                    expert: &self.experts[k],
-                    ctx: self.slice(&contexts, &env_idx, k),
-                    weight: routing.weights.clone().select(0, env_idx),
-                };
-                let y = integrator
-                    .integrate(&field, x0.clone().select(0, index::<B>(&rows_k, &device)), times)
-                    .map_err(|e| rollout_error(e, k, &envs))?;
-                outputs.push(y);
-                order.extend(rows_k);
-            }
-            let dropped: Vec<usize> = (0..rows).filter(|&r| top1[env_of_row[r]].is_none()).collect();
-            if !dropped.is_empty() {
-                let held = x0.clone().select(0, index::<B>(&dropped, &device)).unsqueeze_dim::<3>(1);
-                outputs.push(held.repeat_dim(1, times.len()));
-                order.extend(dropped);
-            }
-            let all = Tensor::cat(outputs, 0);
-            let mut inverse = vec![0; rows];
-            for (pos, &r) in order.iter().enumerate() {
-                inverse[r] = pos;
-            }
-            return Ok(all.select(0, index::<B>(&inverse, &device)));
+        if let Some(&Some(e)) = routing.indices.iter().find(|i| i.is_some_and(|e| e >= self.num_experts())) {
+            return Err(Error::shape("routed expert index (below K)", self.num_experts(), e).into());
+        }
+        let device = x0.device();
+        if rows == 0 {
+            return Ok(Tensor::zeros([0, times.len(), self.experts[0].state_dim()], &device));
+        }
+        if k == 1 && routing.shared.is_empty() {
+            return self.rollout_top1(integrator, routing, contexts, env_of_row, x0, times);
         }
         let env_idx = index::<B>(env_of_row, &device);
         let mut parts = Vec::new();
-        for (k, group) in routing.groups(self.num_experts()).into_iter().enumerate() {
+        for (e, group) in routing.groups(self.num_experts()).into_iter().enumerate() {
             if group.units.is_empty() {
                 continue;
             }
-            // weight of expert k for each environment (0 where it is not among the choices)
-            let envs = routing.num_units();
-            let mut mask = vec![0.0; envs * routing.k];
+            let mut mask = vec![0.0; envs * k];
             for (u, s) in group.units.iter().zip(&group.slots) {
-                mask[u * routing.k + s] = 1.0;
+                mask[u * k + s] = 1.0;
             }
-            let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [envs, routing.k]), &device);
+            let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [envs, k]), &device);
             let w_env: Tensor<B, 2> = (routing.weights.clone() * mask).sum_dim(1);
             parts.push(ExpertField {
-                expert: &self.experts[k],
-                ctx: self.slice(&contexts, &env_idx, k),
-                weight: w_env.select(0, env_idx.clone()),
+                expert: &self.experts[e],
+                ctx: self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
+                weight: Some(w_env.select(0, env_idx.clone())),
+            });
+        }
+        for &(e, w) in &routing.shared {
+            if e >= self.num_experts() {
+                return Err(Error::shape("shared expert index (below K)", self.num_experts(), e).into());
+            }
+            parts.push(ExpertField {
+                expert: &self.experts[e],
+                ctx: self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
+                weight: Some(Tensor::full([rows, 1], w, &device)),
             });
         }
         if parts.is_empty() {
             return Ok(x0.unsqueeze_dim::<3>(1).repeat_dim(1, times.len()));
         }
+        debug!(rows, experts = parts.len(), "dense mixture rollout");
         let field = MixtureField { parts };
-        let envs = {
-            let mut e = env_of_row.to_vec();
-            e.sort_unstable();
-            e.dedup();
-            e
-        };
-        integrator.integrate(&field, x0, times).map_err(|e| rollout_error(e, usize::MAX, &envs)).map(|y| {
-            debug_assert_eq!(y.dims()[2], dim);
-            y
-        })
+        integrator.integrate(&field, x0, times).map_err(|e| rollout_error(e, None, env_of_row))
+    }
+
+    fn rollout_top1(
+        &self,
+        integrator: &dyn Integrator<B>,
+        routing: &Routing<B>,
+        contexts: Tensor<B, 2>,
+        env_of_row: &[usize],
+        x0: Tensor<B, 2>,
+        times: &[f64],
+    ) -> Result<Tensor<B, 3>, ExpertError> {
+        let device = x0.device();
+        let rows = env_of_row.len();
+        let top1 = routing.top1();
+        let mut outputs = Vec::new();
+        let mut order = Vec::with_capacity(rows);
+        for k in 0..self.num_experts() {
+            let rows_k: Vec<usize> = (0..rows).filter(|&r| top1[env_of_row[r]] == Some(k)).collect();
+            if rows_k.is_empty() {
+                continue;
+            }
+            let envs_k: Vec<usize> = rows_k.iter().map(|&r| env_of_row[r]).collect();
+            let env_idx = index::<B>(&envs_k, &device);
+            let field = ExpertField {
+                expert: &self.experts[k],
+                ctx: self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()),
+                weight: Some(routing.weights.clone().select(0, env_idx)),
+            };
+            debug!(expert = k, rows = rows_k.len(), "top-1 expert rollout");
+            let y = integrator
+                .integrate(&field, x0.clone().select(0, index::<B>(&rows_k, &device)), times)
+                .map_err(|e| rollout_error(e, Some(k), &envs_k))?;
+            outputs.push(y);
+            order.extend(rows_k);
+        }
+        let dropped: Vec<usize> = (0..rows).filter(|&r| top1[env_of_row[r]].is_none()).collect();
+        if !dropped.is_empty() {
+            let held = x0.select(0, index::<B>(&dropped, &device)).unsqueeze_dim::<3>(1);
+            outputs.push(held.repeat_dim(1, times.len()));
+            order.extend(dropped);
+        }
+        let all = Tensor::cat(outputs, 0);
+        let mut inverse = vec![0; rows];
+        for (pos, &r) in order.iter().enumerate() {
+            inverse[r] = pos;
+        }
+        Ok(all.select(0, index::<B>(&inverse, &device)))
+    }
+
+    /// Loss of every expert on every environment, no routing: each expert is integrated on all
+    /// rows with its context slice, and the MSE over (times, dims) is averaged over each
+    /// environment's rows. `target: [rows, T, d]`; returns `[envs, K]`, NaN for environments
+    /// without rows and +inf where an expert's rollout fails (logged). Run it on an inference
+    /// backend: MixER's gate refit takes no gradient.
+    pub fn expert_losses(
+        &self,
+        integrator: &dyn Integrator<B>,
+        contexts: Tensor<B, 2>,
+        env_of_row: &[usize],
+        x0: Tensor<B, 2>,
+        times: &[f64],
+        target: Tensor<B, 3>,
+    ) -> Result<Tensor<B, 2>, ExpertError> {
+        let (envs, rows) = self.check(&contexts, env_of_row, &x0, times)?;
+        let [_, d] = x0.dims();
+        if target.dims() != [rows, times.len(), d] {
+            return Err(Error::shape("target trajectories", [rows, times.len(), d], target.dims()).into());
+        }
+        let device = x0.device();
+        let mut counts = vec![0usize; envs];
+        for &e in env_of_row {
+            counts[e] += 1;
+        }
+        let mut averaging = vec![0.0; envs * rows];
+        for (r, &e) in env_of_row.iter().enumerate() {
+            averaging[e * rows + r] = 1.0 / counts[e] as f64;
+        }
+        let averaging = Tensor::<B, 2>::from_data(TensorData::new(averaging, [envs, rows]), &device);
+        let missing: Vec<f64> = counts.iter().map(|&c| if c == 0 { f64::NAN } else { 0.0 }).collect();
+        let missing = Tensor::<B, 2>::from_data(TensorData::new(missing, [envs, 1]), &device);
+        let env_idx = index::<B>(env_of_row, &device);
+        let mut columns = Vec::with_capacity(self.num_experts());
+        for (k, expert) in self.experts.iter().enumerate() {
+            let field = ExpertField {
+                expert,
+                ctx: self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()),
+                weight: None,
+            };
+            let column = match integrator.integrate(&field, x0.clone(), times) {
+                Ok(pred) => {
+                    let row_mse: Tensor<B, 2> = (pred - target.clone()).square().reshape([rows as i32, -1]).mean_dim(1);
+                    averaging.clone().matmul(row_mse)
+                }
+                Err(err) => {
+                    warn!(expert = k, error = %err, "expert rollout failed while computing expert losses; loss set to +inf");
+                    Tensor::full([envs, 1], f64::INFINITY, &device)
+                }
+            };
+            columns.push(column + missing.clone());
+        }
+        Ok(Tensor::cat(columns, 1))
     }
 }
 
-fn rollout_error(source: mixer_core::Error, expert: usize, envs: &[usize]) -> ExpertError {
+fn rollout_error(source: Error, expert: Option<usize>, envs: &[usize]) -> ExpertError {
     let mut envs = envs.to_vec();
+    envs.sort_unstable();
     envs.dedup();
-    ExpertError::Rollout { expert: (expert != usize::MAX).then_some(expert), envs, source }
+    ExpertError::Rollout { expert, envs, source }
 }

@@ -5,9 +5,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 
-use mixer_core::Error;
-
-use crate::LowRankLinearConfig;
+use crate::{HyperError, LowRankLinearConfig};
 
 /// A linear layer plus its CoDA hypernetwork rows.
 #[derive(Module, Debug)]
@@ -24,7 +22,7 @@ pub struct CodaLinear<B: Backend> {
 
 /// Builds a [`CodaLinear`] with the sizes of a [`LowRankLinearConfig`]: root Uniform(±1/sqrt(in)),
 /// hypernetwork Uniform(±1/sqrt(c)).
-pub fn coda_linear<B: Backend>(cfg: &LowRankLinearConfig, device: &B::Device) -> Result<CodaLinear<B>, Error> {
+pub fn coda_linear<B: Backend>(cfg: &LowRankLinearConfig, device: &B::Device) -> Result<CodaLinear<B>, HyperError> {
     cfg.validate()?;
     let root = 1.0 / (cfg.input as f64).sqrt();
     let hyper = 1.0 / (cfg.context as f64).sqrt();
@@ -36,7 +34,11 @@ pub fn coda_linear<B: Backend>(cfg: &LowRankLinearConfig, device: &B::Device) ->
             Distribution::Uniform(-hyper, hyper),
             device,
         )),
-        hyper_bias: Param::from_tensor(Tensor::random([cfg.context, cfg.output], Distribution::Uniform(-hyper, hyper), device)),
+        hyper_bias: Param::from_tensor(Tensor::random(
+            [cfg.context, cfg.output],
+            Distribution::Uniform(-hyper, hyper),
+            device,
+        )),
     })
 }
 

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use mixer_core::Error;
 
+use crate::HyperError;
+
 /// Sizes of a [`LowRankLinear`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LowRankLinearConfig {
@@ -19,17 +21,17 @@ pub struct LowRankLinearConfig {
 
 impl LowRankLinearConfig {
     /// Checks that every size is positive.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<(), HyperError> {
         for (f, v) in [("input", self.input), ("output", self.output), ("context", self.context)] {
             if v == 0 {
-                return Err(Error::config(f, "must be at least 1"));
+                return Err(Error::config(f, "must be at least 1").into());
             }
         }
         Ok(())
     }
 
     /// Builds the layer: `W0`, `b0` Uniform(±1/sqrt(input)); `A`, `B`, `A_b` Uniform(±1/sqrt(rows)).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<LowRankLinear<B>, Error> {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<LowRankLinear<B>, HyperError> {
         self.validate()?;
         let u = |shape: [usize; 2], rows: usize| {
             let bound = 1.0 / (rows as f64).sqrt();
@@ -37,7 +39,11 @@ impl LowRankLinearConfig {
         };
         let bound = 1.0 / (self.input as f64).sqrt();
         Ok(LowRankLinear {
-            weight: Param::from_tensor(Tensor::random([self.output, self.input], Distribution::Uniform(-bound, bound), device)),
+            weight: Param::from_tensor(Tensor::random(
+                [self.output, self.input],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
             bias: Param::from_tensor(Tensor::random([self.output], Distribution::Uniform(-bound, bound), device)),
             a: u([self.output, self.context], self.output),
             b: u([self.context, self.input], self.context),
@@ -82,7 +88,8 @@ mod tests {
     fn matches_explicit_per_row_weights() {
         let device = Default::default();
         let layer = LowRankLinearConfig { input: 3, output: 2, context: 2 }.init::<TestBackend>(&device).unwrap();
-        let x = Tensor::<TestBackend, 2>::from_data(TensorData::new(vec![0.5, -1.0, 2.0, 1.5, 0.0, -0.3], [2, 3]), &device);
+        let x =
+            Tensor::<TestBackend, 2>::from_data(TensorData::new(vec![0.5, -1.0, 2.0, 1.5, 0.0, -0.3], [2, 3]), &device);
         let ctx = Tensor::<TestBackend, 2>::from_data(TensorData::new(vec![0.7, -0.2, 0.0, 1.3], [2, 2]), &device);
         let got: Vec<f64> = layer.forward(x.clone(), ctx.clone()).into_data().to_vec().unwrap();
         let v = |t: Tensor<TestBackend, 2>| -> Vec<f64> { t.into_data().to_vec().unwrap() };

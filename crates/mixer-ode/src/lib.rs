@@ -59,7 +59,9 @@ impl OdeError {
     pub fn into_core(self) -> mixer_core::Error {
         match self {
             OdeError::Core(e) => e,
-            OdeError::Diffsol { t, message } => mixer_core::Error::config("reference solver", format!("at t = {t}: {message}")),
+            OdeError::Diffsol { t, message } => {
+                mixer_core::Error::config("reference solver", format!("at t = {t}: {message}"))
+            }
         }
     }
 }

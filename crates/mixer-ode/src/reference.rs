@@ -117,7 +117,9 @@ impl ReferenceSolver {
             .build()
             .map_err(|e| OdeError::Diffsol { t: times[0], message: e.to_string() })?;
         match self.method {
-            ReferenceMethod::Tsit45 => drive(problem.tsit45().map_err(|e| setup(times[0], e))?, times, n, self.max_steps),
+            ReferenceMethod::Tsit45 => {
+                drive(problem.tsit45().map_err(|e| setup(times[0], e))?, times, n, self.max_steps)
+            }
             ReferenceMethod::Bdf => {
                 drive(problem.bdf::<NalgebraLU<f64>>().map_err(|e| setup(times[0], e))?, times, n, self.max_steps)
             }
@@ -151,10 +153,7 @@ where
         let y = if solver.state().t == tq {
             solver.state().y.clone_as_vec()
         } else {
-            solver
-                .interpolate(tq)
-                .map_err(|e| OdeError::Diffsol { t: tq, message: e.to_string() })?
-                .clone_as_vec()
+            solver.interpolate(tq).map_err(|e| OdeError::Diffsol { t: tq, message: e.to_string() })?.clone_as_vec()
         };
         if y.iter().any(|v| !v.is_finite()) {
             return Err(Error::NonFiniteState { t: tq }.into());

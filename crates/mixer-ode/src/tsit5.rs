@@ -36,7 +36,8 @@ impl StepController {
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
-        for (f, v) in [("rtol", self.rtol), ("atol", self.atol), ("safety", self.safety), ("factor_max", self.factor_max)]
+        for (f, v) in
+            [("rtol", self.rtol), ("atol", self.atol), ("safety", self.safety), ("factor_max", self.factor_max)]
         {
             if !(v > 0.0 && v.is_finite()) {
                 return Err(Error::config(f, format!("must be > 0, got {v}")));
@@ -45,7 +46,7 @@ impl StepController {
         if !(self.factor_min > 0.0 && self.factor_min < 1.0) {
             return Err(Error::config("factor_min", format!("must be in (0, 1), got {}", self.factor_min)));
         }
-        if !(self.min_step >= 0.0) {
+        if self.min_step.is_nan() || self.min_step < 0.0 {
             return Err(Error::config("min_step", "must be >= 0"));
         }
         Ok(())
@@ -154,7 +155,8 @@ impl<B: Backend> Integrator<B> for Tsit5 {
             let target = times[next];
             let mut h_try = h.min(t_end - t);
             let mut clipped = false;
-            if self.interpolation == Interpolation::StepToOutputs && t + h_try >= target - 1e-12 * target.abs().max(1.0) {
+            if self.interpolation == Interpolation::StepToOutputs && t + h_try >= target - 1e-12 * target.abs().max(1.0)
+            {
                 h_try = target - t;
                 clipped = true;
             }

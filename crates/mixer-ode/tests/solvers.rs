@@ -55,7 +55,8 @@ fn observed_orders_match_the_methods() {
     let euler: Vec<f64> = fine.iter().map(|&n| end_error(&Euler { substeps: n }, 4.0)).collect();
     let rk4: Vec<f64> = steps.iter().map(|&n| end_error(&Rk4 { substeps: n }, 4.0)).collect();
     let tsit: Vec<f64> = [16, 32, 64, 128].iter().map(|&n| end_error(&FixedTsit5 { substeps: n }, 4.0)).collect();
-    let (oe, or, ot) = (fitted_order(&fine, &euler), fitted_order(&steps, &rk4), fitted_order(&[16, 32, 64, 128], &tsit));
+    let (oe, or, ot) =
+        (fitted_order(&fine, &euler), fitted_order(&steps, &rk4), fitted_order(&[16, 32, 64, 128], &tsit));
     assert!((oe - 1.0).abs() < 0.1, "Euler order {oe}");
     assert!((or - 4.0).abs() < 0.2, "RK4 order {or}");
     assert!((ot - 5.0).abs() < 0.35, "Tsit5 order {ot} from errors {tsit:?}");
@@ -86,7 +87,10 @@ fn step_bound_and_blow_up_are_errors() {
     let y0 = Tensor::<Bf, 2>::from_data(TensorData::new(vec![1.0, 0.0], [1, 2]), &device);
     let mut few = Tsit5::new(1e-10, 1e-12);
     few.max_steps = 5;
-    assert!(matches!(few.integrate(&linear::<Bf>(), y0.clone(), &[0.0, 10.0]), Err(Error::MaxStepsReached { steps: 5, .. })));
+    assert!(matches!(
+        few.integrate(&linear::<Bf>(), y0.clone(), &[0.0, 10.0]),
+        Err(Error::MaxStepsReached { steps: 5, .. })
+    ));
     // x' = x^2 from 1 blows up at t = 1
     let blow = FnField::new(1, |_t, x: Tensor<Bf, 2>| x.clone() * x);
     let one = Tensor::<Bf, 2>::ones([1, 1], &device);
@@ -130,11 +134,8 @@ fn rollout_gradients_match_finite_differences() {
         let gw: Vec<f64> = mlp.l1.weight.grad(&grads).unwrap().into_data().to_vec().unwrap();
         let inner: Mlp<Bf> = AutodiffModule::<AB>::valid(&mlp);
         let eval = |y: Vec<f64>, m: &Mlp<Bf>| -> f64 {
-            let integ_inner: Box<dyn Integrator<Bf>> = if integ.order() == 4 {
-                Box::new(Rk4 { substeps: 3 })
-            } else {
-                Box::new(Tsit5::new(1e-9, 1e-11))
-            };
+            let integ_inner: Box<dyn Integrator<Bf>> =
+                if integ.order() == 4 { Box::new(Rk4 { substeps: 3 }) } else { Box::new(Tsit5::new(1e-9, 1e-11)) };
             rollout_loss(m, Tensor::from_data(TensorData::new(y, [2, 2]), &device), integ_inner.as_ref()).into_scalar()
         };
         let h = 1e-6;
@@ -168,7 +169,8 @@ fn bdf_solves_robertson_conserving_mass() {
         dx[2] = 3e7 * x[1] * x[1];
     });
     let times = [0.0, 0.4, 4.0, 40.0, 400.0, 4000.0];
-    let sol = ReferenceSolver::new(ReferenceMethod::Bdf, 1e-8, 1e-10).solve(&robertson, &[1.0, 0.0, 0.0], &times).unwrap();
+    let sol =
+        ReferenceSolver::new(ReferenceMethod::Bdf, 1e-8, 1e-10).solve(&robertson, &[1.0, 0.0, 0.0], &times).unwrap();
     for k in 0..times.len() {
         let mass: f64 = sol[3 * k..3 * k + 3].iter().sum();
         assert!((mass - 1.0).abs() < 1e-6, "t = {}: mass {mass}", times[k]);
@@ -204,7 +206,8 @@ fn burn_tsit5_agrees_with_diffsol_on_lotka_volterra() {
         dx[1] = d * x[0] * x[1] - g * x[1];
     });
     let times: Vec<f64> = (0..20).map(|i| i as f64 * 0.5).collect();
-    let reference = ReferenceSolver::new(ReferenceMethod::Tsit45, 1e-10, 1e-12).solve(&sys, &[1.2, 1.7], &times).unwrap();
+    let reference =
+        ReferenceSolver::new(ReferenceMethod::Tsit45, 1e-10, 1e-12).solve(&sys, &[1.2, 1.7], &times).unwrap();
     let field = FnField::new(2, move |_t, x: Tensor<Bf, 2>| {
         let n = x.dims()[0];
         let (u, v) = (x.clone().slice([0..n, 0..1]), x.slice([0..n, 1..2]));
@@ -213,7 +216,8 @@ fn burn_tsit5_agrees_with_diffsol_on_lotka_volterra() {
     });
     let device = Default::default();
     let y0 = Tensor::<Bf, 2>::from_data(TensorData::new(vec![1.2, 1.7], [1, 2]), &device);
-    let ours: Vec<f64> = Tsit5::new(1e-8, 1e-10).integrate(&field, y0.clone(), &times).unwrap().into_data().to_vec().unwrap();
+    let ours: Vec<f64> =
+        Tsit5::new(1e-8, 1e-10).integrate(&field, y0.clone(), &times).unwrap().into_data().to_vec().unwrap();
     let max_diff = ours.iter().zip(&reference).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
     assert!(max_diff < 1e-6, "max difference {max_diff}");
     // and through the Integrator trait of the reference solver

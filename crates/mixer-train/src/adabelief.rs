@@ -37,7 +37,7 @@ impl AdaBeliefConfig {
                 return Err(mixer_core::Error::config(field, format!("must be in [0, 1), got {v}")).into());
             }
         }
-        if !(self.epsilon >= 0.0) {
+        if self.epsilon.is_nan() || self.epsilon < 0.0 {
             return Err(mixer_core::Error::config("epsilon", format!("must be >= 0, got {}", self.epsilon)).into());
         }
         Ok(())

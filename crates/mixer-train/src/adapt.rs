@@ -80,8 +80,7 @@ fn fit<B: AutodiffBackend>(
     for step in 0..config.adapt.steps {
         let contexts = table.contexts();
         let routing = route(&theta, host, contexts.clone(), Mode::Eval, &mut rng)?;
-        let loss = env_losses(&theta, integrator.as_ref(), &routing, contexts, &batch)?.mean()
-;
+        let loss = env_losses(&theta, integrator.as_ref(), &routing, contexts, &batch)?.mean();
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
             return Err(Error::NonFiniteData { what: "adaptation loss".into(), index: step }.into());
@@ -91,4 +90,3 @@ fn fit<B: AutodiffBackend>(
     }
     Ok(table.valid().contexts())
 }
-

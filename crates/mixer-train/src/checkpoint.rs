@@ -46,7 +46,12 @@ pub fn save_module<B: Backend, M: Module<B>>(module: &M, dir: &Path, name: &str)
 }
 
 /// Loads `<dir>/<name>.bin` into a module of the same structure.
-pub fn load_module<B: Backend, M: Module<B>>(module: M, dir: &Path, name: &str, device: &B::Device) -> Result<M, Error> {
+pub fn load_module<B: Backend, M: Module<B>>(
+    module: M,
+    dir: &Path,
+    name: &str,
+    device: &B::Device,
+) -> Result<M, Error> {
     module.load_file(dir.join(name), &RunRecorder::new(), device).map_err(|e| recorder_error(dir, name, e))
 }
 

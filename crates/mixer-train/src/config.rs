@@ -171,7 +171,7 @@ impl RunConfig {
         let m = &self.model;
         positive("model.experts", m.experts)?;
         positive("model.context_dim", m.context_dim)?;
-        if m.context_dim % m.experts != 0 {
+        if !m.context_dim.is_multiple_of(m.experts) {
             return Err(Error::config(
                 "model.context_dim",
                 format!(
@@ -190,12 +190,15 @@ impl RunConfig {
         positive_f("train.lr_model", t.lr_model)?;
         positive_f("train.lr_context", t.lr_context)?;
         positive_f("train.lr_drop_factor", t.lr_drop_factor)?;
-        if !(t.proximal_beta >= 0.0) || !(t.context_l1 >= 0.0) {
+        if (t.proximal_beta.is_nan() || t.proximal_beta < 0.0) || (t.context_l1.is_nan() || t.context_l1 < 0.0) {
             return Err(Error::config("train.proximal_beta / train.context_l1", "must be >= 0").into());
         }
         if !(t.window_fraction > 0.0 && t.window_fraction <= 1.0) {
-            return Err(Error::config("train.window_fraction", format!("must be in (0, 1], got {}", t.window_fraction))
-                .into());
+            return Err(Error::config(
+                "train.window_fraction",
+                format!("must be in (0, 1], got {}", t.window_fraction),
+            )
+            .into());
         }
         if t.gate_loss_trajs == Some(0) {
             return Err(Error::config("train.gate_loss_trajs", "must be at least 1 when given").into());
@@ -205,7 +208,7 @@ impl RunConfig {
         positive_f("adapt.lr", self.adapt.lr)?;
         positive("data.subsample", self.data.subsample)?;
         match &self.router {
-            RouterConfig::Gradient { importance, .. } if !(*importance >= 0.0) => {
+            RouterConfig::Gradient { importance, .. } if importance.is_nan() || *importance < 0.0 => {
                 return Err(Error::config("router.importance", "must be >= 0").into());
             }
             RouterConfig::KmeansLs(k) => {

@@ -55,7 +55,9 @@ pub fn expert_loss_matrix<B: Backend>(
                         }
                     }
                 }
-                Err(err) => debug!(expert = k, error = %err, "expert rollout failed in gate refit; loss set to infinity"),
+                Err(err) => {
+                    debug!(expert = k, error = %err, "expert rollout failed in gate refit; loss set to infinity")
+                }
             }
         }
     }

@@ -24,7 +24,9 @@ mod trainer;
 pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
 pub use adapt::{AdaptMode, adapt};
 pub use atomic::{read_json, write_atomic, write_json};
-pub use config::{AdaptConfig, ContextStart, DataOptions, KMeansSettings, ModelConfig, RouterConfig, RunConfig, TrainConfig};
+pub use config::{
+    AdaptConfig, ContextStart, DataOptions, KMeansSettings, ModelConfig, RouterConfig, RunConfig, TrainConfig,
+};
 pub use evaluate::{EvalReport, evaluate, predict, score};
 pub use expert_losses::{constant_routing, expert_loss_matrix};
 pub use loss::{aux_total, env_losses, meta_loss};

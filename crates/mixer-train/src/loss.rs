@@ -4,9 +4,9 @@ use burn::tensor::{Tensor, activation::softmax, backend::Backend};
 
 use mixer_core::{Integrator, Routing};
 
+use crate::TrainError;
 use crate::batch::Batch;
 use crate::model::Theta;
-use crate::TrainError;
 
 /// Per-environment MSE of the rollouts of a batch, `[batch envs]`, in the batch's env order.
 pub fn env_losses<B: Backend>(

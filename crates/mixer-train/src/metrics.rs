@@ -79,9 +79,8 @@ pub fn nmi(families: &[usize], assignment: &[usize]) -> f64 {
     let rows: Vec<f64> = table.iter().map(|r| r.iter().sum::<usize>() as f64).collect();
     let cols: Vec<f64> =
         (0..table.first().map_or(0, Vec::len)).map(|j| table.iter().map(|r| r[j]).sum::<usize>() as f64).collect();
-    let entropy = |counts: &[f64]| -> f64 {
-        counts.iter().filter(|&&c| c > 0.0).map(|&c| -(c / n) * (c / n).ln()).sum()
-    };
+    let entropy =
+        |counts: &[f64]| -> f64 { counts.iter().filter(|&&c| c > 0.0).map(|&c| -(c / n) * (c / n).ln()).sum() };
     let (hf, ha) = (entropy(&rows), entropy(&cols));
     if hf + ha == 0.0 {
         return 1.0;

@@ -5,10 +5,10 @@ use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use mixer_core::{Mode, Router, RouterInput, Routing, Rng, Seeds};
+use mixer_core::{Mode, Rng, Router, RouterInput, Routing, Seeds};
 use mixer_experts::{AnyExpert, MixtureOfExperts};
 use mixer_hyper::ContextTable;
-use mixer_routers::{GradientGateConfig, GradientGate, KMeansLeastSquares, KMeansLsState};
+use mixer_routers::{GradientGate, GradientGateConfig, KMeansLeastSquares, KMeansLsState};
 
 use crate::{RouterConfig, RunConfig, TrainError};
 
@@ -58,7 +58,11 @@ impl HostRouter {
                 Some(KMeansLeastSquares::from_state(params, s)?)
             }
             (RouterConfig::Gradient { .. }, None) => None,
-            _ => return Err(mixer_core::Error::config("router", "checkpoint does not match the configured router").into()),
+            _ => {
+                return Err(
+                    mixer_core::Error::config("router", "checkpoint does not match the configured router").into()
+                );
+            }
         };
         Ok(Self { kmeans })
     }
@@ -105,7 +109,11 @@ pub fn route<B: Backend>(
         (Some(gate), _) => gate.route(&input, rng)?,
         (None, Some(km)) => Router::<B>::route(km, &input, rng)?,
         (None, None) => {
-            return Err(mixer_core::Error::config("router", "the model has neither a gradient gate nor a K-means gate").into());
+            return Err(mixer_core::Error::config(
+                "router",
+                "the model has neither a gradient gate nor a K-means gate",
+            )
+            .into());
         }
     };
     Ok(routing)

@@ -30,7 +30,6 @@ pub fn subset_around(contexts: &Array2<f64>, anchor: usize, size: usize) -> Vec<
     dist.into_iter().take(size).map(|(_, e)| e).collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

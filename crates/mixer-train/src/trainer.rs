@@ -100,11 +100,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         let opt_ctx = config.train.optimizer.init::<B, ContextTable<B>>()?;
         let opt_theta = config.train.optimizer.init::<B, Theta<B>>()?;
         let integrator = config.train.solver.build::<B>().map_err(|e| Error::config("train.solver", e.to_string()))?;
-        let eval_integrator = config
-            .train
-            .solver
-            .build::<B::InnerBackend>()
-            .map_err(|e| Error::config("train.solver", e.to_string()))?;
+        let eval_integrator =
+            config.train.solver.build::<B::InnerBackend>().map_err(|e| Error::config("train.solver", e.to_string()))?;
         let mut trainer = Self {
             config,
             model,
@@ -170,7 +167,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             self.state.history.push(record.clone());
             self.state.outer_done += 1;
             let done = self.state.outer_done;
-            if done % self.config.train.checkpoint_every == 0 || done == total || done == stop {
+            if done.is_multiple_of(self.config.train.checkpoint_every) || done == total || done == stop {
                 self.checkpoint()?;
             }
             bar.set_position(self.state.outer_done as u64);
@@ -242,8 +239,11 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
-            return Err(Error::NonFiniteData { what: format!("training loss on environments {subset:?}"), index: step }
-                .into());
+            return Err(Error::NonFiniteData {
+                what: format!("training loss on environments {subset:?}"),
+                index: step,
+            }
+            .into());
         }
         let grads = loss.backward();
         match block {
@@ -262,7 +262,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 
     fn maybe_gate_update(&mut self, inner: usize, outer: usize, rng: &mut mixer_core::Rng) -> Result<(), TrainError> {
-        if inner % self.config.train.gate_update_every != 0 || self.config.model.experts < 2 {
+        if !inner.is_multiple_of(self.config.train.gate_update_every) || self.config.model.experts < 2 {
             return Ok(());
         }
         let Some(kmeans) = self.host.kmeans.as_mut() else { return Ok(()) };
@@ -363,9 +363,9 @@ impl<B: AutodiffBackend> Trainer<B> {
 /// Adds the environments of a failing batch to a solver error.
 fn name_envs(e: TrainError, envs: &[usize]) -> TrainError {
     match e {
-        TrainError::Core(inner @ (Error::MaxStepsReached { .. } | Error::NonFiniteState { .. } | Error::StepSizeUnderflow { .. })) => {
-            TrainError::Rollout { envs: envs.to_vec(), source: Box::new(inner.into()) }
-        }
+        TrainError::Core(
+            inner @ (Error::MaxStepsReached { .. } | Error::NonFiniteState { .. } | Error::StepSizeUnderflow { .. }),
+        ) => TrainError::Rollout { envs: envs.to_vec(), source: Box::new(inner.into()) },
         other => other,
     }
 }

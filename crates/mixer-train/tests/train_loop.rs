@@ -96,7 +96,9 @@ fn trains_checkpoints_and_resumes_deterministically() {
     let device = Default::default();
     let train = data(2, &train_params());
     let straight = tmp("straight");
-    let mut a = Trainer::<B>::new(config(6), train.clone(), Seeds::new(7), &straight, true, &device).unwrap().with_progress(false);
+    let mut a = Trainer::<B>::new(config(6), train.clone(), Seeds::new(7), &straight, true, &device)
+        .unwrap()
+        .with_progress(false);
     a.run().unwrap();
     let first = a.state.history.first().unwrap().model_loss;
     let last = a.state.history.last().unwrap().model_loss;
@@ -113,11 +115,13 @@ fn trains_checkpoints_and_resumes_deterministically() {
 
     // stop after 3 outer steps, resume in a new trainer, finish: same result as straight through
     let split = tmp("split");
-    let mut b = Trainer::<B>::new(config(6), train.clone(), Seeds::new(7), &split, true, &device).unwrap().with_progress(false);
+    let mut b =
+        Trainer::<B>::new(config(6), train.clone(), Seeds::new(7), &split, true, &device).unwrap().with_progress(false);
     b.run_until(3).unwrap();
     assert_eq!(b.state.outer_done, 3);
     drop(b);
-    let mut c = Trainer::<B>::new(config(6), train.clone(), Seeds::new(7), &split, true, &device).unwrap().with_progress(false);
+    let mut c =
+        Trainer::<B>::new(config(6), train.clone(), Seeds::new(7), &split, true, &device).unwrap().with_progress(false);
     assert_eq!(c.state.outer_done, 3, "resumed from the checkpoint");
     c.run().unwrap();
     let (ca, cc) = (contexts(&a), contexts(&c));
@@ -155,7 +159,10 @@ fn bad_configs_are_clear_errors() {
     let mut c = config(1);
     c.model.context_dim = 5;
     let err = c.validate().unwrap_err();
-    assert!(matches!(err, TrainError::Core(mixer_core::Error::InvalidConfig { .. })) && err.to_string().contains("divisible"));
+    assert!(
+        matches!(err, TrainError::Core(mixer_core::Error::InvalidConfig { .. }))
+            && err.to_string().contains("divisible")
+    );
     let mut c = config(1);
     c.train.window_fraction = 0.0;
     assert!(c.validate().is_err());

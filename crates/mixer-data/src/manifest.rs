@@ -1,0 +1,96 @@
+//! `dataset.toml`: what a dataset folder holds and how it was made.
+
+use std::path::Path;
+
+use mixer_ode::ReferenceMethod;
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+use crate::io::write_atomic;
+
+/// The manifest file name inside a dataset folder.
+pub const MANIFEST_FILE: &str = "dataset.toml";
+
+/// Description of a generated dataset folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Dataset (system or collection) name.
+    pub system: String,
+    /// One line saying what it is.
+    #[serde(default)]
+    pub description: String,
+    /// Seed the initial conditions were drawn with.
+    pub seed: u64,
+    /// Relative tolerance of the reference solves.
+    pub rtol: f64,
+    /// Absolute tolerance of the reference solves.
+    pub atol: f64,
+    /// Suggested time subsampling for training (every k-th point).
+    pub keep_every: usize,
+    /// Families (one system each), in the order of the family axis.
+    pub families: Vec<FamilyInfo>,
+    /// The four splits.
+    pub splits: Vec<SplitInfo>,
+}
+
+/// One family (system) of a dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FamilyInfo {
+    /// System name.
+    pub name: String,
+    /// State variable names.
+    pub state: Vec<String>,
+    /// Parameter names.
+    pub parameters: Vec<String>,
+    /// Time horizon.
+    pub horizon: f64,
+    /// Reference solver method.
+    pub solver: ReferenceMethod,
+}
+
+/// One split file and its environments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    /// Split name (`train`, `test`, `adapt_train`, `adapt_test`).
+    pub split: String,
+    /// File name inside the folder.
+    pub file: String,
+    /// Shape of `X` as stored.
+    pub shape: Vec<usize>,
+    /// Environments in flattened order (family-major).
+    pub environments: Vec<EnvInfo>,
+}
+
+/// One environment: its family and parameter values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnvInfo {
+    /// Family index into [`Manifest::families`].
+    pub family: usize,
+    /// Parameter values, in the family's parameter order.
+    pub parameters: Vec<f64>,
+}
+
+impl Manifest {
+    /// Reads `dataset.toml`.
+    pub fn read(path: &Path) -> Result<Self, DataError> {
+        let text = std::fs::read_to_string(path).map_err(|e| mixer_core::Error::io(path, e))?;
+        toml::from_str(&text)
+            .map_err(|e| DataError::Manifest { path: path.to_path_buf(), reason: e.message().to_string() })
+    }
+
+    /// Writes the manifest atomically (temporary file in the same folder, then rename).
+    pub fn write(&self, path: &Path) -> Result<(), DataError> {
+        let text = toml::to_string(self)
+            .map_err(|e| DataError::Manifest { path: path.to_path_buf(), reason: e.to_string() })?;
+        write_atomic(path, |f| {
+            use std::io::Write;
+            f.write_all(text.as_bytes())
+        })
+        .map_err(|e| mixer_core::Error::io(path, e).into())
+    }
+
+    /// The split entry named `split`.
+    pub fn split(&self, split: &str) -> Option<&SplitInfo> {
+        self.splits.iter().find(|s| s.split == split)
+    }
+}

@@ -1,0 +1,34 @@
+//! The error type of mixer-experiments.
+
+use std::path::PathBuf;
+
+/// Errors of experiment runs, reports and plots.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExperimentError {
+    /// A base error.
+    #[error(transparent)]
+    Core(#[from] mixer_core::Error),
+    /// Reading, writing or generating data failed.
+    #[error(transparent)]
+    Data(#[from] mixer_data::DataError),
+    /// Drawing a figure failed.
+    #[error("cannot draw {path}: {reason}")]
+    Plot {
+        /// The figure file.
+        path: PathBuf,
+        /// The drawing backend's message.
+        reason: String,
+    },
+    /// An experiment name is not in the plan.
+    #[error("unknown experiment `{name}`; known: {known}")]
+    UnknownExperiment {
+        /// The requested name.
+        name: String,
+        /// The names in the plan, comma-separated.
+        known: String,
+    },
+    /// The requested backend was not compiled in.
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(String),
+}
