@@ -1,5 +1,8 @@
-//! Forward plus backward of a 2-D MLP expert field (width 64, 3 layers, context 4) over 100 RK4
-//! steps for a batch of 256, on burn-flex and burn-ndarray; and adaptive Tsit5 on the same field.
+//! Forward plus backward of a 2-D GEPS expert field (width 64, 3 layers, context 4) over 100 RK4
+//! steps for a batch of 256, on burn-flex and burn-ndarray (f32); and adaptive Tsit5 (rtol 1e-3)
+//! from t = 0 to 1 on the same field. Each iteration is one training step's rollout: the field
+//! reads rollout views of its parameters (`mixer_ode::anchor`), as the mixture layer does.
+//! Results and how to read them: docs/benchmarks.md.
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::AutodiffBackend;

@@ -3,13 +3,23 @@
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use mixer_core::{Expert, Integrator, VectorField};
 use mixer_experts::{AnyExpert, ExpertConfig};
+use mixer_ode::{anchor_module, anchor_tensor};
 
 /// A 2-D GEPS expert field (width 64, 3 layers, context 4) evaluated with one context per row.
+#[derive(Clone)]
 pub struct BenchField<B: Backend> {
     /// The expert.
     pub expert: AnyExpert<B>,
     /// Contexts, `[batch, 4]`.
     pub ctx: Tensor<B, 2>,
+}
+
+impl<B: Backend> BenchField<B> {
+    /// The field a rollout should read: parameters and contexts as
+    /// [`mixer_ode::anchor`] views (same values and gradients), as the mixture layer does.
+    pub fn rollout_view(&self) -> Self {
+        Self { expert: anchor_module(self.expert.clone()), ctx: anchor_tensor(self.ctx.clone()) }
+    }
 }
 
 impl<B: Backend> VectorField<B> for BenchField<B> {
@@ -31,14 +41,27 @@ pub fn workload<B: Backend>(batch: usize, device: &B::Device) -> (BenchField<B>,
     (BenchField { expert, ctx }, y0)
 }
 
-/// One forward and backward pass of the squared rollout over `times`.
+/// One forward and backward pass of the squared rollout over `times`, reading the field's
+/// rollout view; returns the sum of the context gradient.
 pub fn forward_backward<B: burn::tensor::backend::AutodiffBackend>(
     field: &BenchField<B>,
     y0: Tensor<B, 2>,
     integrator: &dyn Integrator<B>,
     times: &[f64],
 ) -> f64 {
-    let y = integrator.integrate(field, y0, times).expect("bench rollout succeeds");
+    forward_backward_of(field, &field.rollout_view(), y0, integrator, times)
+}
+
+/// [`forward_backward`] reading `view` directly (pass `field` itself to time a rollout that
+/// reads the parameter leaves at every evaluation).
+pub fn forward_backward_of<B: burn::tensor::backend::AutodiffBackend>(
+    field: &BenchField<B>,
+    view: &BenchField<B>,
+    y0: Tensor<B, 2>,
+    integrator: &dyn Integrator<B>,
+    times: &[f64],
+) -> f64 {
+    let y = integrator.integrate(view, y0, times).expect("bench rollout succeeds");
     let loss = y.square().mean();
     let grads = loss.backward();
     let g = field.ctx.grad(&grads).map(|g| g.sum().into_scalar());

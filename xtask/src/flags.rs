@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use mixer_experiments::Profile;
+use mixer_experiments::{DeviceChoice, Profile};
 
 /// `cargo xtask <command>`.
 #[derive(Parser, Debug)]
@@ -17,8 +17,11 @@ pub struct Xtask {
 /// Available commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Regenerate the published datasets (MIXER.md §6), their figures and results/REPORT.md.
+    /// Generate the published datasets (MIXER.md §6), train, adapt and evaluate the published
+    /// experiments, and write results/REPORT.md with tables and figures.
     Reproduce(ReproduceArgs),
+    /// Run the criterion benches (integrators on burn-flex and burn-ndarray).
+    Bench(BenchArgs),
 }
 
 /// Flags of `cargo xtask reproduce`.
@@ -27,10 +30,26 @@ pub struct ReproduceArgs {
     /// Parameter profile: quick or paper.
     #[arg(long, default_value = "quick")]
     pub profile: Profile,
-    /// Run only this experiment (dataset name, e.g. lotka-volterra).
+    /// Run only this experiment or dataset (e.g. lotka-volterra, odebench10, selkov).
     #[arg(long)]
     pub only: Option<String>,
-    /// Output folder.
+    /// Output folder (re-running with the same folder resumes).
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
+    /// Device of the training runs: cpu, flex, ndarray or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Seed of the dataset generation.
+    #[arg(long, default_value_t = 2025)]
+    pub seed: u64,
+}
+
+/// Flags of `cargo xtask bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Only benchmarks whose name contains this filter (criterion's filter).
+    pub filter: Option<String>,
+    /// Build the benches with `--features cuda` as well.
+    #[arg(long)]
+    pub cuda: bool,
 }

@@ -1,5 +1,6 @@
-//! Project automation: `cargo xtask reproduce`.
+//! Project automation: `cargo xtask reproduce | bench`.
 
+mod bench;
 mod flags;
 mod reproduce;
 
@@ -15,5 +16,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match flags::Xtask::parse().command {
         flags::Command::Reproduce(args) => reproduce::run(args),
+        flags::Command::Bench(args) => bench::run(args),
     }
 }

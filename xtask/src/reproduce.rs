@@ -1,5 +1,7 @@
 //! `cargo xtask reproduce`: runs the plan in-process and writes the report.
 
+use std::path::PathBuf;
+
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use mixer_experiments::{Plan, reproduce};
 
@@ -7,7 +9,11 @@ use crate::flags::ReproduceArgs;
 
 /// Runs `cargo xtask reproduce`.
 pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
-    let plan = Plan::new(args.profile, &args.out).only(args.only.as_deref())?;
+    let mut plan = Plan::new(args.profile, &args.out)?.only(args.only.as_deref())?;
+    plan.root = workspace_root();
+    plan.seed = args.seed;
+    plan.device = args.device;
+    plan.progress = true;
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{msg:>16} [{elapsed_precise}] {wide_bar} {pos}/{len} solves")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -18,10 +24,31 @@ pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
         bar
     };
     let report = reproduce(&plan, &progress)?;
-    let path = report.write_markdown(&args.out)?;
+    let path = report.write(&args.out)?;
     for d in &report.datasets {
         println!("{:<16} {:>6.1} s  {}", d.name, d.seconds, d.dir.display());
     }
+    for e in &report.experiments {
+        for r in &e.runs {
+            let x = &r.metrics;
+            let purity = x.routing.purity.map_or_else(String::new, |p| format!("  purity {p:.3}"));
+            println!(
+                "{:<16} {:<10} {:<14} in-domain mse {:.3e}  rel_l2 {:.3e}  adapt mse {:.3e}{purity}",
+                e.name,
+                r.source,
+                r.variant.label(),
+                x.in_domain.mse.mean,
+                x.in_domain.rel_l2.mean,
+                x.adaptation.bulk.mse.mean
+            );
+        }
+    }
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// The workspace root (published-data paths in experiment files are relative to it).
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }

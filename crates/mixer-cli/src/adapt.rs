@@ -40,9 +40,13 @@ struct Job {
 impl BackendJob for Job {
     type Output = anyhow::Result<()>;
 
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device, _label: &str) -> Self::Output {
+    fn run<B: mixer_experiments::AutodiffBackend>(self, device: B::Device, _label: &str) -> Self::Output {
         let rows = adapt_run::<B>(&self.args.run, &self.data, self.args.mode, &device)?;
-        println!("fitted {} contexts; written to {}", rows.len(), adapted_path(&self.args.run, self.args.mode).display());
+        println!(
+            "fitted {} contexts; written to {}",
+            rows.len(),
+            adapted_path(&self.args.run, self.args.mode).display()
+        );
         Ok(())
     }
 }

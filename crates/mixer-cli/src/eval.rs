@@ -28,11 +28,16 @@ struct Job {
 impl BackendJob for Job {
     type Output = anyhow::Result<()>;
 
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device, label: &str) -> Self::Output {
+    fn run<B: mixer_experiments::AutodiffBackend>(self, device: B::Device, label: &str) -> Self::Output {
         let m = eval_run::<B>(&self.args.run, &self.data, &device, label)?;
-        println!("in-domain      mse {:.4e} ± {:.2e}   rel_l2 {:.4e}", m.in_domain.mse.mean, m.in_domain.mse.std, m.in_domain.rel_l2.mean);
-        println!("adapt (bulk)   mse {:.4e} ± {:.2e}   rel_l2 {:.4e}", m.adaptation.bulk.mse.mean, m.adaptation.bulk.mse.std, m.adaptation.bulk.rel_l2.mean);
-        println!("adapt (seq.)   mse {:.4e} ± {:.2e}   rel_l2 {:.4e}", m.adaptation.sequential.mse.mean, m.adaptation.sequential.mse.std, m.adaptation.sequential.rel_l2.mean);
+        let rows = [
+            ("in-domain", &m.in_domain),
+            ("adapt (bulk)", &m.adaptation.bulk),
+            ("adapt (seq.)", &m.adaptation.sequential),
+        ];
+        for (name, r) in rows {
+            println!("{name:<14} mse {:.4e} ± {:.2e}   rel_l2 {:.4e}", r.mse.mean, r.mse.std, r.rel_l2.mean);
+        }
         if let (Some(p), Some(n)) = (m.routing.purity, m.routing.nmi) {
             println!("routing        purity {p:.3}   nmi {n:.3}");
         }

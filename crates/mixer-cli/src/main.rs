@@ -1,8 +1,11 @@
-//! `mixer`: generate, inspect and plot multi-environment datasets.
+//! `mixer`: generate, inspect and plot multi-environment datasets; train, adapt and evaluate models.
 
+mod adapt;
+mod eval;
 mod generate;
 mod inspect;
 mod plot;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,12 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Draw trajectories and phase portraits of a dataset folder into a PNG.
     Plot(plot::PlotArgs),
+    /// Meta-train a model on a data folder (resumes an existing run folder).
+    Train(train::TrainArgs),
+    /// Fit contexts of the adaptation environments with the trained model frozen.
+    Adapt(adapt::AdaptArgs),
+    /// Score a trained run in-domain and after adaptation; writes metrics.json and plots.
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +46,9 @@ fn main() -> std::process::ExitCode {
         Command::Generate(a) => generate::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Plot(a) => plot::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Adapt(a) => adapt::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -39,7 +39,7 @@ struct Job {
 impl BackendJob for Job {
     type Output = anyhow::Result<()>;
 
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device, label: &str) -> Self::Output {
+    fn run<B: mixer_experiments::AutodiffBackend>(self, device: B::Device, label: &str) -> Self::Output {
         let seed = self.args.seed.unwrap_or(self.experiment.seed);
         tracing::info!(device = label, seed, "training");
         let state = train_run::<B>(self.experiment.run, &self.data, &self.args.out, seed, true, &device)?;
@@ -57,8 +57,7 @@ impl BackendJob for Job {
 
 /// Runs `mixer train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let experiment = Experiment::load(&args.config, args.profile)
-        .with_context(|| format!("reading experiment {}", args.config.display()))?;
+    let experiment = Experiment::load(&args.config, args.profile)?;
     let data = RunData::load(&args.data, experiment.run.data.subsample)
         .with_context(|| format!("reading data folder {}", args.data.display()))?;
     let device = args.device;

@@ -28,6 +28,17 @@ pub enum ExperimentError {
         /// The names in the plan, comma-separated.
         known: String,
     },
+    /// Training, adaptation or evaluation failed.
+    #[error(transparent)]
+    Train(#[from] mixer_train::TrainError),
+    /// An experiment file is malformed.
+    #[error("experiment {path}: {message}")]
+    Toml {
+        /// The file (or `<text>`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The requested backend was not compiled in.
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),

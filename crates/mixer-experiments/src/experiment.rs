@@ -9,39 +9,7 @@ use mixer_core::Error;
 use mixer_routers::GateMode;
 use mixer_train::{RouterConfig, RunConfig};
 
-use crate::ExperimentError;
-
-/// Named parameter sets: `quick` finishes on 2 CPU cores in minutes, `paper` is the published one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Profile {
-    /// Short runs for CI machines and first looks.
-    Quick,
-    /// The published settings.
-    Paper,
-}
-
-impl Profile {
-    /// The profile's name in experiment files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Quick => "quick",
-            Profile::Paper => "paper",
-        }
-    }
-}
-
-impl std::str::FromStr for Profile {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "quick" => Ok(Profile::Quick),
-            "paper" => Ok(Profile::Paper),
-            other => Err(format!("unknown profile `{other}`: expected `quick` or `paper`")),
-        }
-    }
-}
+use crate::{ExperimentError, Profile};
 
 /// A model compared in an experiment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,6 +30,15 @@ impl Variant {
             Variant::Mixer => "mixer",
             Variant::GradientGate => "gradient-gate",
             Variant::SingleExpert => "single-expert",
+        }
+    }
+
+    /// Name used in report tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Variant::Mixer => "MixER",
+            Variant::GradientGate => "gradient gate",
+            Variant::SingleExpert => "one expert",
         }
     }
 
@@ -88,12 +65,18 @@ impl Variant {
 pub struct DataSource {
     /// System of the zoo to generate (`mixer generate --system NAME`).
     pub system: String,
-    /// Seed of the generation.
-    pub seed: u64,
-    /// A published dataset folder to run on as well, relative to the experiment file (skipped
+    /// A published dataset folder to run on as well, relative to the workspace root (skipped
     /// with a message when absent).
     pub published: Option<String>,
 }
+
+/// The experiment files shipped in `experiments/`, by name.
+pub const BUILTIN_EXPERIMENTS: [(&str, &str); 4] = [
+    ("odebench10", include_str!("../../../experiments/odebench10.toml")),
+    ("lotka-volterra", include_str!("../../../experiments/lotka_volterra.toml")),
+    ("glycolytic", include_str!("../../../experiments/glycolytic.toml")),
+    ("selkov", include_str!("../../../experiments/selkov.toml")),
+];
 
 /// One experiment, resolved for a profile.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,6 +107,22 @@ impl Experiment {
         })
     }
 
+    /// A shipped experiment (see [`BUILTIN_EXPERIMENTS`]) under `profile`.
+    pub fn builtin(name: &str, profile: Profile) -> Result<Self, ExperimentError> {
+        let text = BUILTIN_EXPERIMENTS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| {
+            ExperimentError::UnknownExperiment {
+                name: name.to_string(),
+                known: BUILTIN_EXPERIMENTS.map(|(n, _)| n).join(", "),
+            }
+        })?;
+        Self::parse(text, profile).map_err(|e| match e {
+            ExperimentError::Toml { message, .. } => {
+                ExperimentError::Toml { path: format!("<{name}>").into(), message }
+            }
+            other => other,
+        })
+    }
+
     /// Parses experiment TOML text and applies the overrides of `profile`.
     pub fn parse(text: &str, profile: Profile) -> Result<Self, ExperimentError> {
         let bad = |message: String| ExperimentError::Toml { path: "<text>".into(), message };
@@ -131,9 +130,10 @@ impl Experiment {
         let profiles = doc.remove("profile");
         let mut run = doc.remove("run").ok_or_else(|| bad("missing [run] table".into()))?;
         if let Some(toml::Value::Table(mut ps)) = profiles
-            && let Some(over) = ps.remove(profile.name())
+            && let Some(toml::Value::Table(mut over)) = ps.remove(profile.name())
+            && let Some(over_run) = over.remove("run")
         {
-            merge(&mut run, over);
+            merge(&mut run, over_run);
         }
         let run: RunConfig = run.try_into().map_err(|e: toml::de::Error| bad(format!("[run]: {e}")))?;
         #[derive(Deserialize)]
@@ -163,10 +163,12 @@ impl Experiment {
     }
 }
 
-/// Recursively overwrites `base` with the entries of `over`.
+/// Recursively overwrites `base` with the entries of `over`. A table naming a variant (a `method`
+/// or `kind` key, such as a solver) replaces the base table whole, so no field of another variant
+/// leaks in.
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
-        (toml::Value::Table(b), toml::Value::Table(o)) => {
+        (toml::Value::Table(b), toml::Value::Table(o)) if !o.contains_key("method") && !o.contains_key("kind") => {
             for (k, v) in o {
                 match b.get_mut(&k) {
                     Some(slot) => merge(slot, v),

@@ -9,17 +9,34 @@
 //! ```
 //! use mixer_experiments::{Plan, Profile};
 //! # fn main() -> Result<(), mixer_experiments::ExperimentError> {
-//! let plan = Plan::new(Profile::Quick, "results").only(Some("selkov"))?;
+//! let plan = Plan::new(Profile::Quick, "results")?.only(Some("selkov"))?;
 //! assert_eq!(plan.datasets, vec!["selkov".to_string()]);
 //! # Ok(())
 //! # }
 //! ```
 
+mod backend;
+mod data;
 mod error;
+mod experiment;
+pub mod figures;
 pub mod plot;
 mod profile;
+mod report;
 mod reproduce;
+mod run;
 
+pub use backend::{BackendJob, DeviceChoice, dispatch};
+/// The backend bound of [`BackendJob::run`], re-exported so callers need not name burn.
+pub use burn::tensor::backend::AutodiffBackend;
+pub use data::RunData;
 pub use error::ExperimentError;
+pub use experiment::{BUILTIN_EXPERIMENTS, DataSource, Experiment, Variant};
 pub use profile::Profile;
-pub use reproduce::{DatasetRecord, PUBLISHED_DATASETS, Plan, Report, reproduce};
+pub use reproduce::{
+    DatasetRecord, ExperimentRecord, PUBLISHED_DATASETS, Plan, REPRODUCED_EXPERIMENTS, Report, RunRecord, reproduce,
+};
+pub use run::{
+    AdaptationMetrics, LoadedRun, RoutingMetrics, RunMetrics, Timing, adapt_run, adapted_path, eval_run, load_run,
+    read_metrics, read_run_config, train_run,
+};

@@ -1,58 +1,93 @@
 //! `cargo xtask reproduce`: the plan of published experiments, the run, and `REPORT.md`.
-//! At this stage every dataset of MIXER.md §6 is generated and plotted; training and
-//! evaluation join the plan later.
+//!
+//! Every dataset of MIXER.md §6 is generated and plotted; the experiments of the plan are then
+//! trained, adapted and evaluated for each of their variants (MixER, naive gradient gate, one
+//! expert) on generated data and, where present, on the published data. Datasets already on disk
+//! with the plan's seed, runs with a checkpoint and runs with `metrics.json` are picked up where
+//! they stopped, so an interrupted reproduce resumes instead of starting over.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
 use mixer_core::Split;
-use mixer_data::{DatasetSpec, GenerateOptions, generate};
+use mixer_data::{DatasetDir, DatasetSpec, GenerateOptions, MANIFEST_FILE, Manifest, generate, load_dir};
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::{ExperimentError, Profile, plot::plot_dataset};
+use crate::report::relative;
+use crate::{
+    AutodiffBackend, BackendJob, DeviceChoice, Experiment, ExperimentError, Profile, RunData, RunMetrics, Variant,
+    dispatch, eval_run, plot::plot_dataset, read_metrics, train_run,
+};
 
 /// The datasets of MIXER.md §6 that are generated (synthetic control and EEG are external data).
 pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "glycolytic", "selkov"];
+
+/// The experiments `reproduce` trains by default.
+pub const REPRODUCED_EXPERIMENTS: [&str; 2] = ["odebench10", "lotka-volterra"];
 
 /// What `reproduce` runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// Parameter profile.
     pub profile: Profile,
-    /// Output folder (datasets under `data/<name>`, figures under `figures/`, `REPORT.md`).
+    /// Output folder (datasets under `data/<name>`, runs under `runs/`, figures, `REPORT.md`).
     pub out_dir: PathBuf,
+    /// Folder that published-data paths of experiments are relative to (the workspace root).
+    pub root: PathBuf,
     /// Seed of the dataset generation.
     pub seed: u64,
+    /// Device of the training runs.
+    pub device: DeviceChoice,
+    /// Show training progress bars.
+    pub progress: bool,
     /// Datasets to generate (built-in system or collection names).
     pub datasets: Vec<String>,
+    /// Experiments to train, adapt and evaluate, resolved for the profile.
+    pub experiments: Vec<Experiment>,
 }
 
 impl Plan {
-    /// Every published experiment's dataset, written under `out_dir`.
-    pub fn new(profile: Profile, out_dir: impl Into<PathBuf>) -> Self {
-        Self {
+    /// Every published dataset and the default experiments under `profile`, written to `out_dir`.
+    pub fn new(profile: Profile, out_dir: impl Into<PathBuf>) -> Result<Self, ExperimentError> {
+        Ok(Self {
             profile,
             out_dir: out_dir.into(),
-            seed: 0,
+            root: PathBuf::from("."),
+            seed: 2025,
+            device: DeviceChoice::Cpu,
+            progress: false,
             datasets: PUBLISHED_DATASETS.iter().map(|s| s.to_string()).collect(),
-        }
+            experiments: REPRODUCED_EXPERIMENTS
+                .iter()
+                .map(|n| Experiment::builtin(n, profile))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
-    /// Keeps only the experiment `name` (when given); an unknown name is an error listing the plan.
+    /// Keeps only what `name` names (when given): an experiment (with its dataset) or a dataset.
+    /// An unknown name is an error listing the plan.
     pub fn only(mut self, name: Option<&str>) -> Result<Self, ExperimentError> {
-        if let Some(n) = name {
-            if !self.datasets.iter().any(|d| d == n) {
-                return Err(ExperimentError::UnknownExperiment {
-                    name: n.to_string(),
-                    known: self.datasets.join(", "),
-                });
-            }
-            self.datasets.retain(|d| d == n);
+        let Some(n) = name else { return Ok(self) };
+        self.experiments.retain(|e| e.name == n);
+        let wanted: Vec<String> = self.experiments.iter().map(|e| e.data.system.clone()).collect();
+        let known: Vec<String> = self.datasets.clone();
+        self.datasets.retain(|d| d == n || wanted.contains(d));
+        if self.datasets.is_empty() && self.experiments.is_empty() {
+            return Err(ExperimentError::UnknownExperiment { name: n.to_string(), known: known.join(", ") });
         }
         Ok(self)
+    }
+
+    /// Folder of a generated dataset.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.out_dir.join("data").join(name)
+    }
+
+    /// Folder of one run.
+    pub fn run_dir(&self, experiment: &str, source: &str, variant: Variant) -> PathBuf {
+        self.out_dir.join("runs").join(self.profile.name()).join(experiment).join(source).join(variant.name())
     }
 }
 
@@ -71,8 +106,38 @@ pub struct DatasetRecord {
     pub shapes: Vec<(String, Vec<usize>)>,
     /// Number of families.
     pub families: usize,
-    /// Wall-clock seconds spent generating and plotting.
+    /// Wall-clock seconds spent generating (0 when found on disk) and plotting.
     pub seconds: f64,
+}
+
+/// One trained and evaluated model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `generated` or `published`.
+    pub source: String,
+    /// The model.
+    pub variant: Variant,
+    /// Number of experts.
+    pub experts: usize,
+    /// Run folder (checkpoints, `metrics.json`, figures).
+    pub dir: PathBuf,
+    /// The scores.
+    pub metrics: RunMetrics,
+}
+
+/// The runs of one experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentRecord {
+    /// Experiment name.
+    pub name: String,
+    /// One line on what it shows.
+    pub description: String,
+    /// Headline metric (`mse` or `rel_l2`).
+    pub metric: String,
+    /// Trained runs.
+    pub runs: Vec<RunRecord>,
+    /// Data sources that were skipped, with the reason.
+    pub skipped: Vec<String>,
 }
 
 /// What a `reproduce` run produced.
@@ -82,103 +147,142 @@ pub struct Report {
     pub plan: Plan,
     /// Generated datasets.
     pub datasets: Vec<DatasetRecord>,
+    /// Trained experiments.
+    pub experiments: Vec<ExperimentRecord>,
 }
 
-/// Runs the plan: generates, writes and plots each dataset; returns the report (not yet written).
+/// Runs the plan: datasets first, then every experiment's runs; returns the report (not yet written).
 pub fn reproduce(plan: &Plan, progress: &dyn Fn(&str) -> ProgressBar) -> Result<Report, ExperimentError> {
-    let mut datasets = Vec::new();
-    for name in &plan.datasets {
-        let start = Instant::now();
-        let spec = DatasetSpec::builtin(name)?;
-        let bar = progress(name);
-        let data = generate(&spec, &GenerateOptions::new(plan.seed), &bar)?;
-        let dir = plan.out_dir.join("data").join(name);
-        data.write(&dir)?;
-        let manifest = data.manifest.as_ref();
-        let state = spec.members[0].spec().state.clone();
-        let family_names: Vec<String> = spec.members.iter().map(|m| m.spec().name.clone()).collect();
-        let figure = plan.out_dir.join("figures").join(format!("data-{name}.png"));
-        plot_dataset(&figure, &format!("{name} (train split)"), &data.train, &state, &family_names)?;
-        let shapes = Split::ALL
-            .iter()
-            .map(|s| {
-                let shape = manifest.and_then(|m| m.split(s.stem())).map(|i| i.shape.clone()).unwrap_or_default();
-                (s.stem().to_string(), shape)
-            })
-            .collect();
-        let seconds = start.elapsed().as_secs_f64();
-        info!(dataset = %name, seconds, "dataset generated");
-        datasets.push(DatasetRecord {
-            name: name.clone(),
-            description: spec.description.clone(),
-            dir,
-            figure,
-            shapes,
-            families: spec.members.len(),
-            seconds,
-        });
+    let mut names = plan.datasets.clone();
+    for e in &plan.experiments {
+        if !names.contains(&e.data.system) {
+            names.push(e.data.system.clone());
+        }
     }
-    Ok(Report { plan: plan.clone(), datasets })
+    let datasets = names.iter().map(|n| dataset(plan, n, progress)).collect::<Result<Vec<_>, _>>()?;
+    let experiments = plan.experiments.iter().map(|e| experiment(plan, e)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Report { plan: plan.clone(), datasets, experiments })
+}
+
+/// Generates (or finds on disk, with the plan's seed) and plots one dataset.
+fn dataset(plan: &Plan, name: &str, progress: &dyn Fn(&str) -> ProgressBar) -> Result<DatasetRecord, ExperimentError> {
+    let start = Instant::now();
+    let spec = DatasetSpec::builtin(name)?;
+    let dir = plan.data_dir(name);
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let on_disk = Manifest::read(&manifest_path).ok().filter(|m| m.seed == plan.seed);
+    let data: DatasetDir = match on_disk {
+        Some(_) => {
+            info!(dataset = %name, dir = %dir.display(), "dataset found on disk");
+            load_dir(&dir)?
+        }
+        None => {
+            let data = generate(&spec, &GenerateOptions::new(plan.seed), &progress(name))?;
+            data.write(&dir)?;
+            data
+        }
+    };
+    let state = spec.members[0].spec().state.clone();
+    let family_names: Vec<String> = spec.members.iter().map(|m| m.spec().name.clone()).collect();
+    let figure = plan.out_dir.join("figures").join(format!("data-{name}.png"));
+    plot_dataset(&figure, &format!("{name} (train split)"), &data.train, &state, &family_names)?;
+    let manifest = Manifest::read(&manifest_path)?;
+    let shapes = Split::ALL
+        .iter()
+        .map(|s| (s.stem().to_string(), manifest.split(s.stem()).map(|i| i.shape.clone()).unwrap_or_default()))
+        .collect();
+    let seconds = start.elapsed().as_secs_f64();
+    info!(dataset = %name, seconds, "dataset ready");
+    Ok(DatasetRecord {
+        name: name.to_string(),
+        description: spec.description.clone(),
+        dir,
+        figure,
+        shapes,
+        families: spec.members.len(),
+        seconds,
+    })
+}
+
+/// Trains, adapts and evaluates every variant of an experiment on each available data source.
+fn experiment(plan: &Plan, e: &Experiment) -> Result<ExperimentRecord, ExperimentError> {
+    let mut sources = vec![("generated".to_string(), plan.data_dir(&e.data.system))];
+    let mut skipped = Vec::new();
+    if let Some(p) = &e.data.published {
+        let dir = plan.root.join(p);
+        if dir.join("train.npz").is_file() {
+            sources.push(("published".to_string(), dir));
+        } else {
+            warn!(experiment = %e.name, dir = %dir.display(), "published data not found; skipped");
+            skipped.push(format!("published data `{p}` not found; skipped"));
+        }
+    }
+    let mut runs = Vec::new();
+    for (source, dir) in &sources {
+        let data = RunData::load(dir, e.run.data.subsample)?;
+        for &variant in &e.variants {
+            let config = variant.apply(&e.run);
+            let run = plan.run_dir(&e.name, source, variant);
+            let metrics = match read_metrics(&run) {
+                Some(m) => {
+                    info!(run = %run.display(), "metrics found; run skipped");
+                    m
+                }
+                None => {
+                    info!(experiment = %e.name, source = %source, variant = variant.name(), "training");
+                    let job = RunJob {
+                        config: config.clone(),
+                        data: &data,
+                        run: &run,
+                        seed: e.seed,
+                        progress: plan.progress,
+                    };
+                    dispatch(plan.device, job)??
+                }
+            };
+            runs.push(RunRecord { source: source.clone(), variant, experts: config.model.experts, dir: run, metrics });
+        }
+    }
+    Ok(ExperimentRecord {
+        name: e.name.clone(),
+        description: e.description.clone(),
+        metric: e.metric.clone(),
+        runs,
+        skipped,
+    })
+}
+
+/// Train (or resume), then adapt and evaluate one run folder.
+struct RunJob<'a> {
+    config: mixer_train::RunConfig,
+    data: &'a RunData,
+    run: &'a Path,
+    seed: u64,
+    progress: bool,
+}
+
+impl BackendJob for RunJob<'_> {
+    type Output = Result<RunMetrics, ExperimentError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, label: &str) -> Self::Output {
+        train_run::<B>(self.config, self.data, self.run, self.seed, self.progress, &device)?;
+        eval_run::<B>(self.run, self.data, &device, label)
+    }
 }
 
 impl Report {
-    /// The report as Markdown.
-    pub fn to_markdown(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "# mixer — reproduction report\n");
-        let _ = writeln!(s, "Profile `{}`, seed {}.\n", self.plan.profile.name(), self.plan.seed);
-        let _ = writeln!(s, "## Datasets (MIXER.md §6)\n");
-        let _ =
-            writeln!(s, "| dataset | families | train | test | adapt_train | adapt_test | seconds | folder | figure |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
-        for d in &self.datasets {
-            let shape = |k: usize| d.shapes.get(k).map(|(_, v)| format!("{v:?}")).unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {:.1} | `{}` | [png]({}) |",
-                d.name,
-                d.families,
-                shape(0),
-                shape(1),
-                shape(2),
-                shape(3),
-                d.seconds,
-                d.dir.display(),
-                relative(&d.figure, &self.plan.out_dir).display()
-            );
-        }
-        let _ =
-            writeln!(s, "\nShapes are those of `X` as stored (`[families,] envs, trajs, steps, dim`). Ground truth by");
-        let _ = writeln!(
-            s,
-            "diffsol at rtol 1e-8, atol 1e-10; each folder's `dataset.toml` lists the parameters per environment."
-        );
-        for d in &self.datasets {
-            let _ = writeln!(
-                s,
-                "\n### {}\n\n{}\n\n![{}]({})",
-                d.name,
-                d.description,
-                d.name,
-                relative(&d.figure, &self.plan.out_dir).display()
-            );
-        }
-        s
-    }
-
-    /// Writes `REPORT.md` into `out_dir` (atomically) and returns its path.
-    pub fn write_markdown(&self, out_dir: &Path) -> Result<PathBuf, ExperimentError> {
-        std::fs::create_dir_all(out_dir).map_err(|e| mixer_core::Error::io(out_dir, e))?;
+    /// Writes `REPORT.md` and `report.json` into `out_dir` (atomically); returns the Markdown path.
+    pub fn write(&self, out_dir: &Path) -> Result<PathBuf, ExperimentError> {
+        mixer_train::write_json(&out_dir.join("report.json"), self)?;
         let path = out_dir.join("REPORT.md");
-        let tmp = out_dir.join(format!(".REPORT.md.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, self.to_markdown()).map_err(|e| mixer_core::Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| mixer_core::Error::io(&path, e))?;
+        mixer_train::write_atomic(&path, self.to_markdown().as_bytes())?;
         Ok(path)
     }
-}
 
-fn relative(path: &Path, base: &Path) -> PathBuf {
-    path.strip_prefix(base).map(Path::to_path_buf).unwrap_or_else(|_| path.to_path_buf())
+    /// Path of `p` relative to the output folder, for links in the Markdown.
+    pub(crate) fn link(&self, p: &Path) -> String {
+        relative(p, &self.plan.out_dir).display().to_string()
+    }
 }
 
 #[cfg(test)]
@@ -186,23 +290,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plan_filters_and_report_lists_what_was_generated() {
+    fn plan_filters_by_experiment_or_dataset() {
+        let plan = Plan::new(Profile::Quick, "out").unwrap();
+        assert!(matches!(plan.clone().only(Some("nope")), Err(ExperimentError::UnknownExperiment { .. })));
+        let lv = plan.clone().only(Some("lotka-volterra")).unwrap();
+        assert_eq!(lv.datasets, vec!["lotka-volterra"]);
+        assert_eq!(lv.experiments.len(), 1);
+        let selkov = plan.clone().only(Some("selkov")).unwrap();
+        assert_eq!((selkov.datasets, selkov.experiments.len()), (vec!["selkov".to_string()], 0));
+        let ode = plan.only(Some("odebench10")).unwrap();
+        assert_eq!(ode.datasets, vec!["odebench-2d"]);
+    }
+
+    #[test]
+    fn lotka_volterra_runs_resume_and_reach_the_report() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            Plan::new(Profile::Quick, dir.path()).only(Some("nope")),
-            Err(ExperimentError::UnknownExperiment { .. })
-        ));
-        let plan = Plan::new(Profile::Quick, dir.path()).only(Some("lotka-volterra")).unwrap();
-        assert_eq!(plan.datasets, vec!["lotka-volterra"]);
+        let mut plan = Plan::new(Profile::Quick, dir.path()).unwrap().only(Some("lotka-volterra")).unwrap();
+        plan.root = dir.path().join("nowhere");
+        let e = &mut plan.experiments[0];
+        e.variants = vec![Variant::Mixer, Variant::SingleExpert];
+        e.run.train.outer_steps = 2;
+        e.run.train.context_steps = 1;
+        e.run.train.model_steps = 1;
+        e.run.train.checkpoint_every = 1;
+        e.run.adapt.steps = 2;
         let report = reproduce(&plan, &|_| ProgressBar::hidden()).unwrap();
         assert_eq!(report.datasets[0].shapes[1], ("test".to_string(), vec![9, 32, 20, 2]));
-        let md = report.write_markdown(dir.path()).unwrap();
-        let text = std::fs::read_to_string(md).unwrap();
+        let runs = &report.experiments[0].runs;
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].experts, runs[1].experts), (3, 1));
+        assert_eq!(runs[0].metrics.routing.assignment.len(), 9);
+        assert!(runs.iter().all(|r| r.metrics.in_domain.mse.mean.is_finite() && r.metrics.timing.outer_steps == 2));
+        assert_eq!(report.experiments[0].skipped.len(), 1, "the published folder does not exist here");
+        for f in ["metrics.json", "gate.png", "trajectories.png", "adaptation.png", "loss.png"] {
+            assert!(runs[0].dir.join(f).is_file(), "{f}");
+        }
+        // A second reproduce finds data and metrics on disk and reports the same numbers.
+        let again = reproduce(&plan, &|_| ProgressBar::hidden()).unwrap();
+        assert_eq!(again.experiments, report.experiments);
+        let md = std::fs::read_to_string(report.write(dir.path()).unwrap()).unwrap();
+        assert!(md.contains("| generated | MixER | 3 |"), "{md}");
+        assert!(md.contains("| generated | one expert | 1 |"), "{md}");
         assert!(
-            text.contains("| lotka-volterra | 1 | [9, 4, 20, 2] | [9, 32, 20, 2] | [4, 1, 20, 2] | [4, 32, 20, 2] |"),
-            "{text}"
+            md.contains("| lotka-volterra | 1 | [9, 4, 20, 2] | [9, 32, 20, 2] | [4, 1, 20, 2] | [4, 32, 20, 2] |")
         );
-        assert!(dir.path().join("data/lotka-volterra/dataset.toml").is_file());
-        assert!(dir.path().join("figures/data-lotka-volterra.png").is_file());
     }
 }

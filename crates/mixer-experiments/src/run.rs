@@ -18,6 +18,7 @@ use mixer_train::{
 
 use crate::ExperimentError;
 use crate::data::RunData;
+use crate::figures::{Predictions, run_figures};
 
 /// Routing outcome of a trained model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,8 +81,8 @@ pub fn train_run<B: AutodiffBackend>(
     progress: bool,
     device: &B::Device,
 ) -> Result<TrainState, ExperimentError> {
-    let mut trainer = Trainer::<B>::new(config, data.train.clone(), Seeds::new(seed), run, true, device)?
-        .with_progress(progress);
+    let mut trainer =
+        Trainer::<B>::new(config, data.train.clone(), Seeds::new(seed), run, true, device)?.with_progress(progress);
     trainer.run()?;
     info!(run = %run.display(), outer = trainer.state.outer_done, "training finished");
     Ok(trainer.state.clone())
@@ -168,7 +169,8 @@ pub fn eval_run<B: AutodiffBackend>(
     let mut adapted = Vec::new();
     for mode in [AdaptMode::Bulk, AdaptMode::Sequential] {
         let path = adapted_path(run, mode);
-        let rows: Vec<Vec<f64>> = if path.exists() { read_json(&path)? } else { adapt_run::<B>(run, data, mode, device)? };
+        let rows: Vec<Vec<f64>> =
+            if path.exists() { read_json(&path)? } else { adapt_run::<B>(run, data, mode, device)? };
         let d = rows.first().map_or(0, Vec::len);
         let flat: Vec<f64> = rows.concat();
         let ctx: Tensor<B::InnerBackend, 2> = tensor2(&flat, [rows.len(), d], device);
@@ -176,6 +178,7 @@ pub fn eval_run<B: AutodiffBackend>(
     }
     let (sequential, _) = adapted.pop().expect("two modes");
     let (bulk, bulk_pred) = adapted.pop().expect("two modes");
+    let last = final_state(run)?;
     let assignment = in_domain.assignment.clone();
     let families = data.train.families.clone();
     let routing = RoutingMetrics {
@@ -183,27 +186,34 @@ pub fn eval_run<B: AutodiffBackend>(
         nmi: families.as_ref().map(|f| nmi(f, &assignment)),
         families,
         assignment,
-        gate_updates: loaded.state.gate_updates,
-        skipped_gate_updates: loaded.state.skipped_gate_updates,
+        gate_updates: last.gate_updates,
+        skipped_gate_updates: last.skipped_gate_updates,
     };
-    let outer = loaded.state.outer_done;
+    let outer = last.outer_done;
     let timing = Timing {
-        train_seconds: loaded.state.train_seconds,
+        train_seconds: last.train_seconds,
         outer_steps: outer,
-        seconds_per_outer_step: loaded.state.train_seconds / outer.max(1) as f64,
+        seconds_per_outer_step: last.train_seconds / outer.max(1) as f64,
         device: device_label.to_string(),
     };
     let metrics = RunMetrics { in_domain, adaptation: AdaptationMetrics { bulk, sequential }, routing, timing };
-    crate::figures::run_figures(run, &loaded, &valid, &data.test, &in_pred, &data.adapt_test, &bulk_pred)?;
+    let pred = Predictions { test: (&data.test, &in_pred), adapt_test: (&data.adapt_test, &bulk_pred) };
+    run_figures(run, &loaded, &valid, pred, &last.history)?;
     write_json(&run.join("metrics.json"), &metrics)?;
     Ok(metrics)
+}
+
+/// Trainer state at the latest checkpoint (the evaluated model may be the best, an earlier one).
+fn final_state(run: &Path) -> Result<TrainState, ExperimentError> {
+    let (_, dir) = checkpoint::latest(run)?
+        .ok_or_else(|| Error::config("run", format!("{} has no checkpoint: train it first", run.display())))?;
+    Ok(read_json(&dir.join("state.json"))?)
 }
 
 /// Reads a run's `metrics.json` if it exists.
 pub fn read_metrics(run: &Path) -> Option<RunMetrics> {
     read_json(&run.join("metrics.json")).ok()
 }
-
 
 /// Reads the config a run was trained with.
 pub fn read_run_config(run: &Path) -> Result<RunConfig, ExperimentError> {

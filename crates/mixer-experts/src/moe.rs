@@ -1,7 +1,7 @@
 //! The mixture-of-experts layer for neural ODEs: routes environments to experts, integrates only
 //! the selected experts on their rows, and scatters the trajectories back.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use tracing::{debug, warn};
 
@@ -23,15 +23,46 @@ pub(crate) fn index<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 
 }
 
 /// One expert's field on a fixed set of rows: `w_r * f(x_r, ctx_r)` (`w` absent means 1).
-struct ExpertField<'a, B: Backend, X> {
-    expert: &'a X,
+struct ExpertField<B: Backend, X> {
+    /// The expert's rollout view (see [`ExpertField::new`]).
+    expert: X,
     /// Per-row context slice `[rows, c]`.
     ctx: Tensor<B, 2>,
     /// Per-row weight `[rows, 1]`.
     weight: Option<Tensor<B, 2>>,
 }
 
-impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<'_, B, X> {
+impl<B: Backend, X: Module<B>> ExpertField<B, X> {
+    /// The field of `expert` over rows with contexts `ctx` and weights `weight`, reading rollout
+    /// views of all three: every tracked tensor becomes `(t * 1) * 1`, equal in value and
+    /// gradient. burn-autodiff 0.21 loses track of a graph's origin (a parameter leaf, a
+    /// context table) after two graph merges, and each later use of that origin merges the
+    /// whole rollout graph again; read once per evaluation, parameters made recording a
+    /// rollout quadratic in its length (forward and backward of 100 RK4 steps of a width-64
+    /// GEPS expert: 6.8 s instead of 0.57 s, docs/benchmarks.md). The views are ordinary graph
+    /// nodes, which merges keep track of. This is `mixer_ode::anchor_module` / `anchor_tensor`,
+    /// repeated here because this crate does not depend on mixer-ode.
+    fn new(expert: &X, ctx: Tensor<B, 2>, weight: Option<Tensor<B, 2>>) -> Self {
+        Self { expert: expert.clone().map(&mut Anchor), ctx: anchor(ctx), weight: weight.map(anchor) }
+    }
+}
+
+/// `(t * 1) * 1` for a tracked `t` (two products: after a backward pass has freed a leaf, the
+/// first product starts a graph of its own), `t` itself otherwise.
+fn anchor<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    if t.is_require_grad() { t.mul_scalar(1.0).mul_scalar(1.0) } else { t }
+}
+
+/// Applies [`anchor`] to every float parameter of a module.
+struct Anchor;
+
+impl<B: Backend> ModuleMapper<B> for Anchor {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.map(anchor)
+    }
+}
+
+impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<B, X> {
     fn dim(&self) -> usize {
         self.expert.state_dim()
     }
@@ -46,11 +77,11 @@ impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<'_, B, X> {
 }
 
 /// The weighted sum `sum_k w_rk f_k(x_r, ctx_rk)` over the experts taking part.
-struct MixtureField<'a, B: Backend, X> {
-    parts: Vec<ExpertField<'a, B, X>>,
+struct MixtureField<B: Backend, X> {
+    parts: Vec<ExpertField<B, X>>,
 }
 
-impl<B: Backend, X: Expert<B>> VectorField<B> for MixtureField<'_, B, X> {
+impl<B: Backend, X: Expert<B>> VectorField<B> for MixtureField<B, X> {
     fn dim(&self) -> usize {
         self.parts.first().map_or(0, |p| p.dim())
     }
@@ -76,7 +107,18 @@ impl<B: Backend> MixtureOfExperts<B, AnyExpert<B>> {
             return Err(Error::config("experts", "at least one expert is needed").into());
         }
         let first = config.init::<B>(dim, context, device)?;
-        Ok(Self::new(vec![first; k]))
+        Ok(Self::new((0..k).map(|_| first.clone().map(&mut Fresh)).collect()))
+    }
+}
+
+/// Copies every float parameter into a new leaf with a new [`ParamId`](burn::module::ParamId):
+/// clones of a module share parameter ids and autodiff nodes, so identical experts made by
+/// cloning would share gradients, optimiser state and checkpoint entries.
+struct Fresh;
+
+impl<B: Backend> ModuleMapper<B> for Fresh {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        Param::from_tensor(param.val().detach())
     }
 }
 
@@ -191,21 +233,21 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             }
             let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [envs, k]), &device);
             let w_env: Tensor<B, 2> = (routing.weights.clone() * mask).sum_dim(1);
-            parts.push(ExpertField {
-                expert: &self.experts[e],
-                ctx: self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
-                weight: Some(w_env.select(0, env_idx.clone())),
-            });
+            parts.push(ExpertField::new(
+                &self.experts[e],
+                self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
+                Some(w_env.select(0, env_idx.clone())),
+            ));
         }
         for &(e, w) in &routing.shared {
             if e >= self.num_experts() {
                 return Err(Error::shape("shared expert index (below K)", self.num_experts(), e).into());
             }
-            parts.push(ExpertField {
-                expert: &self.experts[e],
-                ctx: self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
-                weight: Some(Tensor::full([rows, 1], w, &device)),
-            });
+            parts.push(ExpertField::new(
+                &self.experts[e],
+                self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
+                Some(Tensor::full([rows, 1], w, &device)),
+            ));
         }
         if parts.is_empty() {
             return Ok(x0.unsqueeze_dim::<3>(1).repeat_dim(1, times.len()));
@@ -236,11 +278,11 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             }
             let envs_k: Vec<usize> = rows_k.iter().map(|&r| env_of_row[r]).collect();
             let env_idx = index::<B>(&envs_k, &device);
-            let field = ExpertField {
-                expert: &self.experts[k],
-                ctx: self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()),
-                weight: Some(routing.weights.clone().select(0, env_idx)),
-            };
+            let field = ExpertField::new(
+                &self.experts[k],
+                self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()),
+                Some(routing.weights.clone().select(0, env_idx)),
+            );
             debug!(expert = k, rows = rows_k.len(), "top-1 expert rollout");
             let y = integrator
                 .integrate(&field, x0.clone().select(0, index::<B>(&rows_k, &device)), times)
@@ -296,11 +338,8 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         let env_idx = index::<B>(env_of_row, &device);
         let mut columns = Vec::with_capacity(self.num_experts());
         for (k, expert) in self.experts.iter().enumerate() {
-            let field = ExpertField {
-                expert,
-                ctx: self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()),
-                weight: None,
-            };
+            let field =
+                ExpertField::new(expert, self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()), None);
             let column = match integrator.integrate(&field, x0.clone(), times) {
                 Ok(pred) => {
                     let row_mse: Tensor<B, 2> = (pred - target.clone()).square().reshape([rows as i32, -1]).mean_dim(1);

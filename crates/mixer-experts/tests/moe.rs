@@ -217,3 +217,58 @@ fn solver_failures_name_the_expert_and_environments() {
         to_vec(moe.expert_losses(&Failing, ctx, &env_of_row, x0, &TIMES, Tensor::zeros([5, 4, 2], &device)).unwrap());
     assert!(losses.iter().all(|v| *v == f64::INFINITY));
 }
+
+#[test]
+fn init_gives_identical_experts_with_their_own_parameters() {
+    let device = Default::default();
+    let cfg = mixer_experts::ExpertConfig::Geps { width: 8, depth: 3 };
+    let moe = MixtureOfExperts::<AB, mixer_experts::AnyExpert<AB>>::init(&cfg, 2, 2, 3, &device).unwrap();
+    let x0 = tensor2::<AB>(&[0.3, -0.2, 0.1, 0.5], [2, 2], &device);
+    let ctx = tensor2::<AB>(&[0.1, 0.2, 0.0, 0.0, 0.0, 0.0, 0.4, -0.1, 0.0, 0.0, 0.0, 0.0], [2, 6], &device);
+    let rollout = |k: usize| {
+        let r = routing(1, vec![Some(k), Some(k)], Tensor::ones([2, 1], &device));
+        moe.rollout(&Rk4 { substeps: 1 }, &r, ctx.clone(), &[0, 1], x0.clone(), &TIMES).unwrap()
+    };
+    // Same values: every expert gives the same trajectories (context slices are all equal here
+    // only for expert 1 and 2, so compare those).
+    let (a, b) = (to_vec(rollout(1)), to_vec(rollout(2)));
+    assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-12));
+    // Distinct parameters: a loss through expert 0 only has no gradient on experts 1 and 2.
+    let grads = rollout(0).sum().backward();
+    let ids: Vec<Vec<String>> = moe
+        .experts
+        .iter()
+        .map(|e| {
+            let mut v = Vec::new();
+            e.visit(&mut IdCollector(&mut v));
+            v
+        })
+        .collect();
+    assert!(ids[0].iter().all(|id| !ids[1].contains(id) && !ids[2].contains(id)), "parameter ids are shared");
+    let grad_of = |k: usize| {
+        let mut found = false;
+        moe.experts[k].visit(&mut GradProbe { grads: &grads, found: &mut found });
+        found
+    };
+    assert!(grad_of(0));
+    assert!(!grad_of(1) && !grad_of(2), "experts not routed must not receive gradient");
+}
+
+struct IdCollector<'a>(&'a mut Vec<String>);
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for IdCollector<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push(param.id.to_string());
+    }
+}
+
+struct GradProbe<'a> {
+    grads: &'a <AB as burn::tensor::backend::AutodiffBackend>::Gradients,
+    found: &'a mut bool,
+}
+
+impl burn::module::ModuleVisitor<AB> for GradProbe<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        *self.found |= param.val().grad(self.grads).is_some();
+    }
+}

@@ -71,3 +71,30 @@ impl SolverConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    #[test]
+    fn each_invalid_field_is_rejected_and_valid_configs_build() {
+        let tsit5 = SolverConfig::Tsit5 { rtol: 1e-6, atol: 1e-8, initial_step: None, max_steps: 100 };
+        for ok in [SolverConfig::Euler { substeps: 1 }, SolverConfig::Rk4 { substeps: 4 }, tsit5.clone()] {
+            let built = ok.build::<NdArray<f64>>().unwrap();
+            assert!(built.order() >= 1);
+        }
+        let bad = [
+            SolverConfig::Euler { substeps: 0 },
+            SolverConfig::Rk4 { substeps: 0 },
+            SolverConfig::Tsit5 { rtol: 0.0, atol: 1e-8, initial_step: None, max_steps: 100 },
+            SolverConfig::Tsit5 { rtol: 1e-6, atol: f64::NAN, initial_step: None, max_steps: 100 },
+            SolverConfig::Tsit5 { rtol: 1e-6, atol: 1e-8, initial_step: Some(-1.0), max_steps: 100 },
+            SolverConfig::Tsit5 { rtol: 1e-6, atol: 1e-8, initial_step: None, max_steps: 0 },
+        ];
+        for cfg in bad {
+            assert!(cfg.validate().is_err(), "{cfg:?}");
+            assert!(cfg.build::<NdArray<f64>>().is_err(), "{cfg:?}");
+        }
+    }
+}

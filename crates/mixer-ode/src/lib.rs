@@ -6,7 +6,9 @@
 //! - [`reference::ReferenceSolver`], diffsol's Tsit45, BDF and ESDIRK34 in f64, for data
 //!   generation and ground truth.
 //!
-//! A method is a [`Tableau`] plus shared Runge–Kutta code.
+//! A method is a [`Tableau`] plus shared Runge–Kutta code. When a field closes over
+//! autodiff parameters, hand it the views of [`anchor_module`] / [`anchor_tensor`], made once
+//! per rollout, so that recording the rollout stays linear in its length (see [`anchor`]).
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -25,12 +27,14 @@
 //! # }
 //! ```
 
+pub mod anchor;
 mod config;
 pub mod reference;
 mod runge_kutta;
 mod tableau;
 mod tsit5;
 
+pub use anchor::{anchor_module, anchor_tensor};
 pub use config::SolverConfig;
 pub use reference::{FnSystem, OdeSystem, ReferenceMethod, ReferenceSolver};
 pub use runge_kutta::{Euler, FixedTsit5, Rk4};

@@ -35,10 +35,12 @@ pub(crate) fn combine<B: Backend>(w: &[f64], k: &[Tensor<B, 2>], h: f64) -> Opti
     w.iter().zip(k).filter(|(wi, _)| **wi != 0.0).map(|(wi, ki)| ki.clone().mul_scalar(wi * h)).reduce(|a, b| a + b)
 }
 
-/// Largest absolute entry, on the host; NaN if any entry is NaN.
+/// Largest absolute entry, on the host; NaN if any entry is NaN. Detached: a check is not
+/// part of the autodiff graph.
 pub(crate) fn max_abs<B: Backend>(y: &Tensor<B, 2>) -> f64 {
+    let y = y.clone().detach();
     let m: f64 = y.clone().abs().max().into_scalar().elem();
-    let any_nan: f64 = y.clone().is_nan().int().sum().into_scalar().elem();
+    let any_nan: f64 = y.is_nan().int().sum().into_scalar().elem();
     if any_nan > 0.0 { f64::NAN } else { m }
 }
 

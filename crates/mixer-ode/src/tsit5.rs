@@ -59,10 +59,12 @@ impl StepController {
         (self.safety * norm.powf(-1.0 / order as f64)).clamp(self.factor_min, self.factor_max)
     }
 
-    /// RMS over the whole batch of `err / (atol + rtol * max(|y|, |y_new|))`, on the host.
+    /// RMS over the whole batch of `err / (atol + rtol * max(|y|, |y_new|))`, on the host
+    /// (detached: step-size control is not differentiated).
     fn norm<B: Backend>(&self, err: Tensor<B, 2>, y: &Tensor<B, 2>, y_new: &Tensor<B, 2>) -> f64 {
-        let scale = y.clone().abs().max_pair(y_new.clone().abs()).mul_scalar(self.rtol).add_scalar(self.atol);
-        let ratio = err.div(scale);
+        let scale =
+            y.clone().detach().abs().max_pair(y_new.clone().detach().abs()).mul_scalar(self.rtol).add_scalar(self.atol);
+        let ratio = err.detach().div(scale);
         let ms: f64 = ratio.square().mean().into_scalar().elem();
         ms.sqrt()
     }
@@ -107,9 +109,10 @@ impl Tsit5 {
             return h.min(span);
         }
         let c = &self.controller;
+        let (y0, f0) = (y0.clone().detach(), f0.clone().detach());
         let scale = y0.clone().abs().mul_scalar(c.rtol).add_scalar(c.atol);
-        let d0: f64 = y0.clone().div(scale.clone()).square().mean().into_scalar().elem::<f64>().sqrt();
-        let d1: f64 = f0.clone().div(scale).square().mean().into_scalar().elem::<f64>().sqrt();
+        let d0: f64 = y0.div(scale.clone()).square().mean().into_scalar().elem::<f64>().sqrt();
+        let d1: f64 = f0.div(scale).square().mean().into_scalar().elem::<f64>().sqrt();
         let h = if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 };
         h.min(span).max(c.min_step.max(1e-12))
     }

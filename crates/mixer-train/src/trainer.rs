@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -217,12 +217,17 @@ impl<B: AutodiffBackend> Trainer<B> {
         rng: &mut mixer_core::Rng,
     ) -> Result<f64, TrainError> {
         let t = &self.config.train;
-        let contexts = self.model.contexts.contexts();
-        let routing = route(&self.model.theta, &self.host, contexts.clone(), Mode::Train, rng)?;
+        // The block not being stepped is read frozen, so the backward pass skips it.
+        let (frozen_theta, contexts) = match block {
+            Block::Context => (Some(self.model.theta.clone().no_grad()), self.model.contexts.contexts()),
+            Block::Model => (None, self.model.contexts.contexts().detach()),
+        };
+        let theta = frozen_theta.as_ref().unwrap_or(&self.model.theta);
+        let routing = route(theta, &self.host, contexts.clone(), Mode::Train, rng)?;
         let subset = nearest_subset(&to_array2(contexts.clone().detach()), t.subset_size, rng);
         let window = Window::random(self.train.num_steps(), t.window_fraction, rng);
         let batch = Batch::<B>::new(&self.train, &subset, window, None, &self.device);
-        let mut losses = env_losses(&self.model.theta, self.integrator.as_ref(), &routing, contexts.clone(), &batch)
+        let mut losses = env_losses(theta, self.integrator.as_ref(), &routing, contexts.clone(), &batch)
             .map_err(|e| name_envs(e, &subset))?;
         if t.context_l1 > 0.0 {
             let idx = Tensor::<B, 1, Int>::from_data(

@@ -54,6 +54,7 @@ pub fn dataset_panels(data: &Dataset, names: &[String], family_names: &[String],
                     label: name.clone(),
                     points: t.iter().enumerate().map(|(k, &tk)| (tk, x[[0, k, *d]])).collect(),
                     color: c,
+                    dashed: false,
                 })
                 .collect(),
         });
@@ -68,6 +69,7 @@ pub fn dataset_panels(data: &Dataset, names: &[String], family_names: &[String],
                         label: String::new(),
                         points: (0..t.len()).map(|k| (x[[n, k, a]], x[[n, k, b]])).collect(),
                         color: n,
+                        dashed: false,
                     })
                     .collect(),
             });
@@ -81,6 +83,7 @@ pub fn dataset_panels(data: &Dataset, names: &[String], family_names: &[String],
                         label: String::new(),
                         points: t.iter().enumerate().map(|(k, &tk)| (tk, x[[n, k, 0]])).collect(),
                         color: n,
+                        dashed: false,
                     })
                     .collect(),
             });

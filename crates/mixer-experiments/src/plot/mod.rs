@@ -42,6 +42,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Palette index of the colour.
     pub color: usize,
+    /// Drawn dashed (predictions) instead of solid (data).
+    pub dashed: bool,
 }
 
 /// One chart: a caption, axis names and its series.
@@ -97,7 +99,12 @@ pub fn draw_panel<DB: DrawingBackend>(
     for s in &panel.series {
         let color = Palette99::pick(s.color).to_rgba();
         let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-        let drawn = chart.draw_series(LineSeries::new(pts, color.stroke_width(2))).map_err(|e| draw_err(path, e))?;
+        let drawn = if s.dashed {
+            chart.draw_series(DashedLineSeries::new(pts, 6, 4, color.stroke_width(2)))
+        } else {
+            chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))
+        }
+        .map_err(|e| draw_err(path, e))?;
         if !s.label.is_empty() {
             legend = true;
             drawn
