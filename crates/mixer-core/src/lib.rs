@@ -8,6 +8,7 @@
 //! assert_eq!(Split::AdaptTrain.stem(), "adapt_train");
 //! ```
 
+pub mod anchor;
 mod dataset;
 mod error;
 mod expert;
@@ -16,6 +17,7 @@ mod integrator;
 mod routing;
 mod seed;
 
+pub use anchor::{anchor_module, anchor_tensor};
 pub use dataset::{Dataset, Split, TimeGrid};
 pub use error::{Error, Result, ensure_finite};
 pub use expert::{ContextModel, Expert};

@@ -5,7 +5,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use tracing::{debug, warn};
 
-use mixer_core::{Error, Expert, Integrator, Routing, VectorField};
+use mixer_core::{Error, Expert, Integrator, Routing, VectorField, anchor_module, anchor_tensor};
 
 use crate::{AnyExpert, ExpertConfig, ExpertError};
 
@@ -34,31 +34,11 @@ struct ExpertField<B: Backend, X> {
 
 impl<B: Backend, X: Module<B>> ExpertField<B, X> {
     /// The field of `expert` over rows with contexts `ctx` and weights `weight`, reading rollout
-    /// views of all three: every tracked tensor becomes `(t * 1) * 1`, equal in value and
-    /// gradient. burn-autodiff 0.21 loses track of a graph's origin (a parameter leaf, a
-    /// context table) after two graph merges, and each later use of that origin merges the
-    /// whole rollout graph again; read once per evaluation, parameters made recording a
-    /// rollout quadratic in its length (forward and backward of 100 RK4 steps of a width-64
-    /// GEPS expert: 6.8 s instead of 0.57 s, docs/benchmarks.md). The views are ordinary graph
-    /// nodes, which merges keep track of. This is `mixer_ode::anchor_module` / `anchor_tensor`,
-    /// repeated here because this crate does not depend on mixer-ode.
+    /// views of all three ([`mixer_core::anchor`]): same values and gradients, but recording
+    /// the rollout stays linear in its length under burn-autodiff 0.21 (forward and backward
+    /// of 100 RK4 steps of a width-64 GEPS expert: 0.57 s instead of 6.8 s, docs/benchmarks.md).
     fn new(expert: &X, ctx: Tensor<B, 2>, weight: Option<Tensor<B, 2>>) -> Self {
-        Self { expert: expert.clone().map(&mut Anchor), ctx: anchor(ctx), weight: weight.map(anchor) }
-    }
-}
-
-/// `(t * 1) * 1` for a tracked `t` (two products: after a backward pass has freed a leaf, the
-/// first product starts a graph of its own), `t` itself otherwise.
-fn anchor<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
-    if t.is_require_grad() { t.mul_scalar(1.0).mul_scalar(1.0) } else { t }
-}
-
-/// Applies [`anchor`] to every float parameter of a module.
-struct Anchor;
-
-impl<B: Backend> ModuleMapper<B> for Anchor {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        param.map(anchor)
+        Self { expert: anchor_module(expert.clone()), ctx: anchor_tensor(ctx), weight: weight.map(anchor_tensor) }
     }
 }
 

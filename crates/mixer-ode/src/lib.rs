@@ -8,7 +8,7 @@
 //!
 //! A method is a [`Tableau`] plus shared Runge–Kutta code. When a field closes over
 //! autodiff parameters, hand it the views of [`anchor_module`] / [`anchor_tensor`], made once
-//! per rollout, so that recording the rollout stays linear in its length (see [`anchor`]).
+//! per rollout, so that recording the rollout stays linear in its length (see [`mixer_core::anchor`]).
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -27,15 +27,14 @@
 //! # }
 //! ```
 
-pub mod anchor;
 mod config;
 pub mod reference;
 mod runge_kutta;
 mod tableau;
 mod tsit5;
 
-pub use anchor::{anchor_module, anchor_tensor};
 pub use config::SolverConfig;
+pub use mixer_core::anchor::{anchor_module, anchor_tensor};
 pub use reference::{FnSystem, OdeSystem, ReferenceMethod, ReferenceSolver};
 pub use runge_kutta::{Euler, FixedTsit5, Rk4};
 pub use tableau::Tableau;
