@@ -27,9 +27,9 @@ pub struct RoutingMetrics {
     pub assignment: Vec<usize>,
     /// Family of each training environment, when known.
     pub families: Option<Vec<usize>>,
-    /// Share of environments routed to their family's majority expert.
+    /// Share of environments routed to their family's majority expert (mixtures only).
     pub purity: Option<f64>,
-    /// Normalised mutual information between families and experts.
+    /// Normalised mutual information between families and experts (mixtures only).
     pub nmi: Option<f64>,
     /// Successful gate refits.
     pub gate_updates: usize,
@@ -181,9 +181,11 @@ pub fn eval_run<B: AutodiffBackend>(
     let last = final_state(run)?;
     let assignment = in_domain.assignment.clone();
     let families = data.train.families.clone();
+    // With one expert there is no routing to score (purity would be 1 and NMI 0 by definition).
+    let scored = families.as_ref().filter(|_| loaded.config.model.experts > 1);
     let routing = RoutingMetrics {
-        purity: families.as_ref().map(|f| purity(f, &assignment)),
-        nmi: families.as_ref().map(|f| nmi(f, &assignment)),
+        purity: scored.map(|f| purity(f, &assignment)),
+        nmi: scored.map(|f| nmi(f, &assignment)),
         families,
         assignment,
         gate_updates: last.gate_updates,
