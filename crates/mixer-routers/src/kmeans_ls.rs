@@ -14,6 +14,9 @@ use crate::params::{EmptyCluster, KMeansInit, KMeansLsParams, Matching, ValidKMe
 use crate::select::{argmax_lowest, softmax_row};
 use crate::{RouterError, lstsq::min_norm_lstsq};
 
+/// Loss given to an expert whose rollout on an environment diverged (inf or NaN).
+pub const DIVERGED_LOSS: f64 = 1e300;
+
 /// Half-width of the Uniform K-means initialisation (published value).
 const UNIFORM_INIT_SCALE: f64 = 1e-3;
 
@@ -162,7 +165,8 @@ impl KMeansLeastSquares {
         Ok(logits.outer_iter().map(|row| argmax_lowest(row.as_slice().unwrap_or(&row.to_vec()))).collect())
     }
 
-    /// The MixER gate refit on contexts `[E, d_xi]` and expert losses `[E, K]` (MIXER.md §3).
+    /// The MixER gate refit on contexts `[E, d_xi]` and expert losses `[E, K]` (MIXER.md §3); a
+    /// non-finite loss (the expert's rollout diverged) counts as [`DIVERGED_LOSS`].
     /// Returns `Skipped(reason)` with the gate unchanged on an empty cluster (policy `Skip`) or no convergence.
     pub fn update(
         &mut self,
@@ -175,7 +179,9 @@ impl KMeansLeastSquares {
         if expert_losses.dim() != (envs, k) {
             return Err(mixer_core::Error::shape("expert_losses", (envs, k), expert_losses.dim()).into());
         }
-        ensure_finite("expert_losses", expert_losses.iter())?;
+        // A diverged rollout (an infinite or NaN loss) means the expert cannot fit that
+        // environment: it counts as the worst loss, kept finite so matching stays defined.
+        let expert_losses = &expert_losses.mapv(|v| if v.is_finite() { v } else { DIVERGED_LOSS });
         self.params.check_against(envs)?;
         let clusters = self.params.num_clusters(envs);
         let d = self.params.context_dim();

@@ -42,7 +42,7 @@ pub use balance::cv_squared;
 pub use error::RouterError;
 pub use expert_choice::{ExpertChoice, ExpertChoiceConfig};
 pub use gradient_gate::{GateMode, GradientGate, GradientGateConfig};
-pub use kmeans_ls::{GateStats, KMeansLeastSquares, KMeansLsState};
+pub use kmeans_ls::{DIVERGED_LOSS, GateStats, KMeansLeastSquares, KMeansLsState};
 pub use lstsq::min_norm_lstsq;
 pub use noisy_topk::{NoisyTopK, NoisyTopKConfig};
 pub use params::{ClusterCount, EmptyCluster, KMeansInit, KMeansLsParams, Matching, ValidKMeansLsParams};

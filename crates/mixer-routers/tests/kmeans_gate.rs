@@ -272,3 +272,32 @@ fn bad_inputs_are_clear_errors() {
     };
     assert_eq!(run(11), run(11));
 }
+
+#[test]
+fn diverged_expert_losses_count_as_worst_not_as_errors() {
+    let mut rng = Seeds::new(4).stream("data");
+    let (x, mut losses, centre_of) = clustered(6, 1.0, &mut rng);
+    // The expert meant for centre 0 diverges on one of its environments, and another expert
+    // gives NaN on a second one: the refit still runs and routes every family correctly.
+    let first_of_centre0 = centre_of.iter().position(|&c| c == 0).unwrap();
+    losses[[first_of_centre0, expert_for(0)]] = f64::INFINITY;
+    losses[[1, expert_for(2)]] = f64::NAN;
+    for matching in [Matching::Greedy, Matching::Hungarian] {
+        let mut gate = KMeansLsParams::recommended(3, 2).matching(matching).init(&mut rng).unwrap();
+        assert_eq!(gate.update(&x, &losses, &mut rng).unwrap(), GateUpdate::Updated);
+        assert_purity_one(&gate, &x, &centre_of);
+    }
+    // An expert that diverges on a whole cluster is not matched to it (Hungarian: greedy may be
+    // left with only that expert for the last cluster).
+    for (e, &c) in centre_of.iter().enumerate() {
+        if c == 1 {
+            losses[[e, expert_for(1)]] = f64::INFINITY;
+        }
+    }
+    let mut gate = KMeansLsParams::recommended(3, 2).matching(Matching::Hungarian).init(&mut rng).unwrap();
+    assert_eq!(gate.update(&x, &losses, &mut rng).unwrap(), GateUpdate::Updated);
+    let routed = gate.assignment(&x).unwrap();
+    let e1 = centre_of.iter().position(|&c| c == 1).unwrap();
+    assert_ne!(routed[e1], expert_for(1));
+    assert!(mixer_routers::DIVERGED_LOSS.is_finite());
+}
