@@ -101,10 +101,7 @@ impl Experiment {
     /// Reads an experiment file and applies the overrides of `profile`.
     pub fn load(path: &Path, profile: Profile) -> Result<Self, ExperimentError> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, profile).map_err(|e| match e {
-            ExperimentError::Toml { message, .. } => ExperimentError::Toml { path: path.to_path_buf(), message },
-            other => other,
-        })
+        Self::parse_named(&text, profile, path)
     }
 
     /// A shipped experiment (see [`BUILTIN_EXPERIMENTS`]) under `profile`.
@@ -115,10 +112,13 @@ impl Experiment {
                 known: BUILTIN_EXPERIMENTS.map(|(n, _)| n).join(", "),
             }
         })?;
+        Self::parse_named(text, profile, Path::new(&format!("<{name}>")))
+    }
+
+    /// [`Experiment::parse`] with errors naming `source`.
+    fn parse_named(text: &str, profile: Profile, source: &Path) -> Result<Self, ExperimentError> {
         Self::parse(text, profile).map_err(|e| match e {
-            ExperimentError::Toml { message, .. } => {
-                ExperimentError::Toml { path: format!("<{name}>").into(), message }
-            }
+            ExperimentError::Toml { message, .. } => ExperimentError::Toml { path: source.to_path_buf(), message },
             other => other,
         })
     }

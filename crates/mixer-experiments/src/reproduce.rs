@@ -171,22 +171,22 @@ fn dataset(plan: &Plan, name: &str, progress: &dyn Fn(&str) -> ProgressBar) -> R
     let dir = plan.data_dir(name);
     let manifest_path = dir.join(MANIFEST_FILE);
     let on_disk = Manifest::read(&manifest_path).ok().filter(|m| m.seed == plan.seed);
-    let data: DatasetDir = match on_disk {
-        Some(_) => {
+    let (data, manifest): (DatasetDir, Manifest) = match on_disk {
+        Some(manifest) => {
             info!(dataset = %name, dir = %dir.display(), "dataset found on disk");
-            load_dir(&dir)?
+            (load_dir(&dir)?, manifest)
         }
         None => {
             let data = generate(&spec, &GenerateOptions::new(plan.seed), &progress(name))?;
             data.write(&dir)?;
-            data
+            // The written manifest records the shapes as stored.
+            (data, Manifest::read(&manifest_path)?)
         }
     };
     let state = spec.members[0].spec().state.clone();
     let family_names: Vec<String> = spec.members.iter().map(|m| m.spec().name.clone()).collect();
     let figure = plan.out_dir.join("figures").join(format!("data-{name}.png"));
     plot_dataset(&figure, &format!("{name} (train split)"), &data.train, &state, &family_names)?;
-    let manifest = Manifest::read(&manifest_path)?;
     let shapes = Split::ALL
         .iter()
         .map(|s| (s.stem().to_string(), manifest.split(s.stem()).map(|i| i.shape.clone()).unwrap_or_default()))

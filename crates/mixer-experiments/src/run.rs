@@ -139,7 +139,17 @@ pub fn adapt_run<B: AutodiffBackend>(
     mode: AdaptMode,
     device: &B::Device,
 ) -> Result<Vec<Vec<f64>>, ExperimentError> {
-    let loaded = load_run::<B>(run, data, device)?;
+    adapt_loaded(run, &load_run::<B>(run, data, device)?, data, mode, device)
+}
+
+/// [`adapt_run`] with the run already loaded.
+fn adapt_loaded<B: AutodiffBackend>(
+    run: &Path,
+    loaded: &LoadedRun<B>,
+    data: &RunData,
+    mode: AdaptMode,
+    device: &B::Device,
+) -> Result<Vec<Vec<f64>>, ExperimentError> {
     let ctx = adapt(&loaded.model, &loaded.host, &loaded.config, &data.adapt_train, mode, &loaded.seeds, device)?;
     let [n, d] = ctx.dims();
     let values = to_vec(ctx);
@@ -170,7 +180,7 @@ pub fn eval_run<B: AutodiffBackend>(
     for mode in [AdaptMode::Bulk, AdaptMode::Sequential] {
         let path = adapted_path(run, mode);
         let rows: Vec<Vec<f64>> =
-            if path.exists() { read_json(&path)? } else { adapt_run::<B>(run, data, mode, device)? };
+            if path.exists() { read_json(&path)? } else { adapt_loaded(run, &loaded, data, mode, device)? };
         let d = rows.first().map_or(0, Vec::len);
         let flat: Vec<f64> = rows.concat();
         let ctx: Tensor<B::InnerBackend, 2> = tensor2(&flat, [rows.len(), d], device);
