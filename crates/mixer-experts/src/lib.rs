@@ -35,7 +35,7 @@ mod swish;
 pub use coda::{CodaConfig, CodaExpert};
 pub use config::{AnyExpert, ExpertConfig};
 pub use geps::{GepsConfig, GepsExpert};
-pub use moe::MixtureOfExperts;
+pub use moe::{MixtureOfExperts, Rows};
 pub use ncf::{NcfConfig, NcfExpert, geometric_widths};
 pub use plrnn::{HierShPlrnn, HierShPlrnnConfig, PlrnnParams};
 pub use swish::LearnableSwish;

@@ -22,6 +22,47 @@ pub(crate) fn index<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 
     Tensor::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]), device)
 }
 
+/// Rows to integrate over one grid: row `r` starts at `x0[r]` at `times[0]` and belongs to
+/// environment `env_of_row[r]`.
+///
+/// With `rate`, environment `e` is integrated on `times` with every field multiplied by
+/// `rate[e]`: solving `dx/ds = h f(x)` on `s` is solving the autonomous `dx/dt = f(x)` on
+/// `t = t_0 + h (s - s_0)`. Environments whose grids differ only by scale (ODE families with
+/// different horizons) then share one rollout. Experts ignore time, so this is exact.
+#[derive(Clone, Debug)]
+pub struct Rows<'a, B: Backend> {
+    /// Environment of each row, `[rows]`.
+    pub env_of_row: &'a [usize],
+    /// Initial states, `[rows, d]`.
+    pub x0: Tensor<B, 2>,
+    /// The shared (possibly rescaled) time grid.
+    pub times: &'a [f64],
+    /// Time rate per environment (indexed like the context rows); `None` means 1.
+    pub rate: Option<&'a [f64]>,
+}
+
+impl<'a, B: Backend> Rows<'a, B> {
+    /// Rows on their own time grid (rate 1).
+    pub fn new(env_of_row: &'a [usize], x0: Tensor<B, 2>, times: &'a [f64]) -> Self {
+        Self { env_of_row, x0, times, rate: None }
+    }
+
+    /// Per-row rates `[rows, 1]`, or `None` when every rate is 1.
+    fn row_rates(&self, device: &B::Device) -> Option<Tensor<B, 2>> {
+        let rate = self.rate?;
+        let per_row: Vec<f64> = self.env_of_row.iter().map(|&e| rate[e]).collect();
+        Some(Tensor::from_data(TensorData::new(per_row, [self.env_of_row.len(), 1]), device))
+    }
+}
+
+/// `w * rate` where a rate is given.
+fn rated<B: Backend>(w: Tensor<B, 2>, rate: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
+    match rate {
+        Some(r) => w * r,
+        None => w,
+    }
+}
+
 /// One expert's field on a fixed set of rows: `w_r * f(x_r, ctx_r)` (`w` absent means 1).
 struct ExpertField<B: Backend, X> {
     /// The expert's rollout view (see [`ExpertField::new`]).
@@ -142,28 +183,30 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
     }
 
     /// Checks the shapes shared by rollouts and expert losses; returns `(envs, rows)`.
-    fn check(
-        &self,
-        contexts: &Tensor<B, 2>,
-        env_of_row: &[usize],
-        x0: &Tensor<B, 2>,
-        times: &[f64],
-    ) -> Result<(usize, usize), ExpertError> {
+    fn check(&self, contexts: &Tensor<B, 2>, rows: &Rows<'_, B>) -> Result<(usize, usize), ExpertError> {
         let [envs, d_xi] = contexts.dims();
         self.splits(d_xi)?;
-        let [rows, dim] = x0.dims();
-        if env_of_row.len() != rows {
-            return Err(Error::shape("env_of_row (one environment per row of x0)", rows, env_of_row.len()).into());
+        let [n, dim] = rows.x0.dims();
+        if rows.env_of_row.len() != n {
+            return Err(Error::shape("env_of_row (one environment per row of x0)", n, rows.env_of_row.len()).into());
         }
-        if let Some(&e) = env_of_row.iter().find(|&&e| e >= envs) {
+        if let Some(&e) = rows.env_of_row.iter().find(|&&e| e >= envs) {
             return Err(Error::shape("environment id (below the number of context rows)", envs, e).into());
         }
         let want = self.experts[0].state_dim();
         if dim != want {
             return Err(Error::shape("state dimension of x0", want, dim).into());
         }
-        mixer_core::check_times(times)?;
-        Ok((envs, rows))
+        if let Some(rate) = rows.rate {
+            if rate.len() != envs {
+                return Err(Error::shape("time rates (one per context row)", envs, rate.len()).into());
+            }
+            if let Some(r) = rate.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+                return Err(Error::config("rate", format!("time rates must be finite and positive, got {r}")).into());
+            }
+        }
+        mixer_core::check_times(rows.times)?;
+        Ok((envs, n))
     }
 
     /// Trajectories `[rows, T, d]` from `x0: [rows, d]` at `times[0]`; row `r` belongs to
@@ -181,7 +224,18 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         x0: Tensor<B, 2>,
         times: &[f64],
     ) -> Result<Tensor<B, 3>, ExpertError> {
-        let (envs, rows) = self.check(&contexts, env_of_row, &x0, times)?;
+        self.rollout_rows(integrator, routing, contexts, Rows::new(env_of_row, x0, times))
+    }
+
+    /// [`MixtureOfExperts::rollout`] of a [`Rows`] bundle, honouring its time rates.
+    pub fn rollout_rows(
+        &self,
+        integrator: &dyn Integrator<B>,
+        routing: &Routing<B>,
+        contexts: Tensor<B, 2>,
+        rows: Rows<'_, B>,
+    ) -> Result<Tensor<B, 3>, ExpertError> {
+        let (envs, n) = self.check(&contexts, &rows)?;
         let k = routing.k;
         if k == 0 || routing.num_units() != envs || routing.weights.dims() != [envs, k] {
             return Err(Error::shape(
@@ -194,14 +248,15 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         if let Some(&Some(e)) = routing.indices.iter().find(|i| i.is_some_and(|e| e >= self.num_experts())) {
             return Err(Error::shape("routed expert index (below K)", self.num_experts(), e).into());
         }
-        let device = x0.device();
-        if rows == 0 {
-            return Ok(Tensor::zeros([0, times.len(), self.experts[0].state_dim()], &device));
+        let device = rows.x0.device();
+        if n == 0 {
+            return Ok(Tensor::zeros([0, rows.times.len(), self.experts[0].state_dim()], &device));
         }
         if k == 1 && routing.shared.is_empty() {
-            return self.rollout_top1(integrator, routing, contexts, env_of_row, x0, times);
+            return self.rollout_top1(integrator, routing, contexts, rows);
         }
-        let env_idx = index::<B>(env_of_row, &device);
+        let rates = rows.row_rates(&device);
+        let env_idx = index::<B>(rows.env_of_row, &device);
         let mut parts = Vec::new();
         for (e, group) in routing.groups(self.num_experts()).into_iter().enumerate() {
             if group.units.is_empty() {
@@ -216,7 +271,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             parts.push(ExpertField::new(
                 &self.experts[e],
                 self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
-                Some(w_env.select(0, env_idx.clone())),
+                Some(rated(w_env.select(0, env_idx.clone()), rates.clone())),
             ));
         }
         for &(e, w) in &routing.shared {
@@ -226,15 +281,15 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             parts.push(ExpertField::new(
                 &self.experts[e],
                 self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
-                Some(Tensor::full([rows, 1], w, &device)),
+                Some(rated(Tensor::full([n, 1], w, &device), rates.clone())),
             ));
         }
         if parts.is_empty() {
-            return Ok(x0.unsqueeze_dim::<3>(1).repeat_dim(1, times.len()));
+            return Ok(rows.x0.unsqueeze_dim::<3>(1).repeat_dim(1, rows.times.len()));
         }
-        debug!(rows, experts = parts.len(), "dense mixture rollout");
+        debug!(rows = n, experts = parts.len(), "dense mixture rollout");
         let field = MixtureField { parts };
-        integrator.integrate(&field, x0, times).map_err(|e| rollout_error(e, None, env_of_row))
+        integrator.integrate(&field, rows.x0, rows.times).map_err(|e| rollout_error(e, None, rows.env_of_row))
     }
 
     fn rollout_top1(
@@ -242,42 +297,45 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         integrator: &dyn Integrator<B>,
         routing: &Routing<B>,
         contexts: Tensor<B, 2>,
-        env_of_row: &[usize],
-        x0: Tensor<B, 2>,
-        times: &[f64],
+        rows: Rows<'_, B>,
     ) -> Result<Tensor<B, 3>, ExpertError> {
-        let device = x0.device();
-        let rows = env_of_row.len();
+        let device = rows.x0.device();
+        let (env_of_row, n) = (rows.env_of_row, rows.env_of_row.len());
+        let rates = rows.row_rates(&device);
         let top1 = routing.top1();
         let mut outputs = Vec::new();
-        let mut order = Vec::with_capacity(rows);
+        let mut order = Vec::with_capacity(n);
         for k in 0..self.num_experts() {
-            let rows_k: Vec<usize> = (0..rows).filter(|&r| top1[env_of_row[r]] == Some(k)).collect();
+            let rows_k: Vec<usize> = (0..n).filter(|&r| top1[env_of_row[r]] == Some(k)).collect();
             if rows_k.is_empty() {
                 continue;
             }
             let envs_k: Vec<usize> = rows_k.iter().map(|&r| env_of_row[r]).collect();
             let env_idx = index::<B>(&envs_k, &device);
+            let row_idx = index::<B>(&rows_k, &device);
             let field = ExpertField::new(
                 &self.experts[k],
                 self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()),
-                Some(routing.weights.clone().select(0, env_idx)),
+                Some(rated(
+                    routing.weights.clone().select(0, env_idx),
+                    rates.clone().map(|r| r.select(0, row_idx.clone())),
+                )),
             );
             debug!(expert = k, rows = rows_k.len(), "top-1 expert rollout");
             let y = integrator
-                .integrate(&field, x0.clone().select(0, index::<B>(&rows_k, &device)), times)
+                .integrate(&field, rows.x0.clone().select(0, row_idx), rows.times)
                 .map_err(|e| rollout_error(e, Some(k), &envs_k))?;
             outputs.push(y);
             order.extend(rows_k);
         }
-        let dropped: Vec<usize> = (0..rows).filter(|&r| top1[env_of_row[r]].is_none()).collect();
+        let dropped: Vec<usize> = (0..n).filter(|&r| top1[env_of_row[r]].is_none()).collect();
         if !dropped.is_empty() {
-            let held = x0.select(0, index::<B>(&dropped, &device)).unsqueeze_dim::<3>(1);
-            outputs.push(held.repeat_dim(1, times.len()));
+            let held = rows.x0.select(0, index::<B>(&dropped, &device)).unsqueeze_dim::<3>(1);
+            outputs.push(held.repeat_dim(1, rows.times.len()));
             order.extend(dropped);
         }
         let all = Tensor::cat(outputs, 0);
-        let mut inverse = vec![0; rows];
+        let mut inverse = vec![0; n];
         for (pos, &r) in order.iter().enumerate() {
             inverse[r] = pos;
         }
@@ -298,7 +356,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         times: &[f64],
         target: Tensor<B, 3>,
     ) -> Result<Tensor<B, 2>, ExpertError> {
-        let (envs, rows) = self.check(&contexts, env_of_row, &x0, times)?;
+        let (envs, rows) = self.check(&contexts, &Rows::new(env_of_row, x0.clone(), times))?;
         let [_, d] = x0.dims();
         if target.dims() != [rows, times.len(), d] {
             return Err(Error::shape("target trajectories", [rows, times.len(), d], target.dims()).into());

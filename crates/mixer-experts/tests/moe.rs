@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use mixer_core::host::{tensor2, to_vec};
 use mixer_core::{Error, Expert, FnField, Integrator, Routing, VectorField};
-use mixer_experts::{ExpertError, GepsConfig, GepsExpert, MixtureOfExperts};
+use mixer_experts::{ExpertError, GepsConfig, GepsExpert, MixtureOfExperts, Rows};
 use mixer_ode::Rk4;
 
 type TB = NdArray<f64>;
@@ -127,6 +127,40 @@ fn weighted_routings_give_gate_weights_their_gradient() {
             assert!(g[i].abs() > 1e-6);
         }
     }
+}
+
+#[test]
+fn time_rates_integrate_rescaled_grids_exactly() {
+    let device = Default::default();
+    let moe = MixtureOfExperts::<TB, _>::new(vec![geps::<TB>(1, &device), geps::<TB>(2, &device)]);
+    let (ctx, env_of_row, x0) = problem::<TB>(&device);
+    // env e lives on the grid h_e * s; one rollout on s with rates equals one per grid
+    let rate = [0.5, 2.0, 1.25];
+    let s: Vec<f64> = TIMES.iter().map(|t| t / 0.1).collect();
+    let mut top2 =
+        routing(2, vec![Some(0), Some(1), Some(1), Some(0), Some(0), Some(1)], Tensor::full([3, 2], 0.5, &device));
+    top2.shared = vec![(1, 0.3)];
+    let cases = [routing(1, vec![Some(1), Some(0), Some(1)], tensor2(&[0.9, 0.8, 0.7], [3, 1], &device)), top2];
+    let rk4 = Rk4 { substeps: 3 };
+    for r in &cases {
+        let rows = Rows { env_of_row: &env_of_row, x0: x0.clone(), times: &s, rate: Some(&rate) };
+        let got = to_vec(moe.rollout_rows(&rk4, r, ctx.clone(), rows).unwrap());
+        for (row, &e) in env_of_row.iter().enumerate() {
+            let t: Vec<f64> = s.iter().map(|v| v * rate[e]).collect();
+            let one = x0.clone().slice([row..row + 1, 0..2]);
+            let want = to_vec(moe.rollout(&rk4, r, ctx.clone(), &[e], one, &t).unwrap());
+            for (k, w) in want.iter().enumerate() {
+                let g = got[row * 8 + k];
+                assert!((g - w).abs() < 1e-12 * w.abs().max(1.0), "k={} row {row} entry {k}: {g} vs {w}", r.k);
+            }
+        }
+    }
+    // rates must be one per context row, finite and positive
+    let bad = |rate: &[f64]| {
+        let rows = Rows { env_of_row: &env_of_row, x0: x0.clone(), times: &s, rate: Some(rate) };
+        moe.rollout_rows(&rk4, &cases[0], ctx.clone(), rows).is_err()
+    };
+    assert!(bad(&[1.0, 1.0]) && bad(&[1.0, 0.0, 1.0]) && bad(&[1.0, f64::NAN, 1.0]));
 }
 
 #[test]

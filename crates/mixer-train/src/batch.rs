@@ -1,11 +1,18 @@
 //! Training and evaluation batches: the rows (trajectories) of chosen environments, grouped by
 //! time grid so that each group is integrated over one grid.
+//!
+//! Grids are compared up to an affine map: an environment's window `t_0, t_1, ...` is stored as
+//! `s_k = (t_k - t_0) / h` with its rate `h = t_1 - t_0`, and environments whose `s` grids agree
+//! share one rollout ([`mixer_experts::Rows`]: experts are autonomous, so integrating
+//! `dx/ds = h f(x)` is exact). ODE families with different horizons but the same number of
+//! points then cost one rollout instead of one per family.
 
 use burn::tensor::{Tensor, backend::Backend};
 use rand::Rng as _;
 
 use mixer_core::host::tensor2;
 use mixer_core::{Dataset, Rng};
+use mixer_experts::Rows;
 
 /// Trajectories of several environments that share one time grid.
 #[derive(Clone, Debug)]
@@ -18,7 +25,7 @@ pub struct BatchGroup<B: Backend> {
     pub x0: Tensor<B, 2>,
     /// Observed states, `[rows, steps, dim]`.
     pub target: Tensor<B, 3>,
-    /// The shared time grid, `[steps]`.
+    /// The shared normalised time grid `s`, `[steps]` (`s_0 = 0`, `s_1 = 1`).
     pub times: Vec<f64>,
 }
 
@@ -29,6 +36,19 @@ pub struct Batch<B: Backend> {
     pub envs: Vec<usize>,
     /// Groups of rows sharing a time grid.
     pub groups: Vec<BatchGroup<B>>,
+    /// Time rate `h` of every dataset environment (1 for environments outside the batch).
+    pub rate: Vec<f64>,
+}
+
+/// `(s, h)`: the grid `t` as `s_k = (t_k - t_0) / h` with `h = t_1 - t_0` (1 for one point).
+fn normalise(t: &[f64]) -> (Vec<f64>, f64) {
+    let h = if t.len() > 1 { t[1] - t[0] } else { 1.0 };
+    (t.iter().map(|&v| (v - t[0]) / h).collect(), h)
+}
+
+/// Whether two normalised grids agree to rounding.
+fn same_grid(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0))
 }
 
 /// A contiguous window `[start, start + len)` of time indices.
@@ -60,13 +80,15 @@ impl<B: Backend> Batch<B> {
     pub fn new(data: &Dataset, envs: &[usize], window: Window, max_trajs: Option<usize>, device: &B::Device) -> Self {
         let trajs = max_trajs.map_or(data.num_trajs(), |m| m.min(data.num_trajs()));
         let dim = data.dim();
-        // group environments by bitwise-identical windowed grids, keeping first-seen order
+        // group environments by normalised windowed grids, keeping first-seen order
+        let mut rate = vec![1.0; data.num_envs()];
         let mut grids: Vec<(Vec<f64>, Vec<usize>)> = Vec::new();
         for (slot, &e) in envs.iter().enumerate() {
-            let t = data.t.for_env(e)[window.start..window.start + window.len].to_vec();
-            match grids.iter_mut().find(|(g, _)| g.iter().zip(&t).all(|(a, b)| a.to_bits() == b.to_bits())) {
+            let (s, h) = normalise(&data.t.for_env(e)[window.start..window.start + window.len]);
+            rate[e] = h;
+            match grids.iter_mut().find(|(g, _)| same_grid(g, &s)) {
                 Some((_, slots)) => slots.push(slot),
-                None => grids.push((t, vec![slot])),
+                None => grids.push((s, vec![slot])),
             }
         }
         let groups = grids
@@ -93,7 +115,12 @@ impl<B: Backend> Batch<B> {
                 BatchGroup { env_of_row, slot_of_row, x0: tensor2(&x0, [rows, dim], device), target, times }
             })
             .collect();
-        Batch { envs: envs.to_vec(), groups }
+        Batch { envs: envs.to_vec(), groups, rate }
+    }
+
+    /// The rows of a group, ready for [`mixer_experts::MixtureOfExperts::rollout_rows`].
+    pub fn rows<'a>(&'a self, group: &'a BatchGroup<B>) -> Rows<'a, B> {
+        Rows { env_of_row: &group.env_of_row, x0: group.x0.clone(), times: &group.times, rate: Some(&self.rate) }
     }
 
     /// A `[envs, rows]` averaging matrix for a group: entry `(s, r)` is `1 / rows of env s`
@@ -124,24 +151,27 @@ mod tests {
 
     fn data() -> Dataset {
         let x = Array4::from_shape_fn((3, 2, 4, 1), |(e, j, k, _)| (100 * e + 10 * j + k) as f64);
-        let t = TimeGrid::PerEnv(vec![vec![0.0, 1.0, 2.0, 3.0], vec![0.0, 2.0, 4.0, 6.0], vec![0.0, 1.0, 2.0, 3.0]]);
+        // env 2's grid is env 0's at half the spacing; env 1's is uneven
+        let t = TimeGrid::PerEnv(vec![vec![0.0, 1.0, 2.0, 3.0], vec![0.0, 2.0, 4.0, 7.0], vec![0.0, 0.5, 1.0, 1.5]]);
         Dataset::new(x, t, None).unwrap()
     }
 
     #[test]
-    fn groups_by_grid_and_windows() {
+    fn groups_by_normalised_grid_and_windows() {
         let device = Default::default();
-        let b = Batch::<TestBackend>::new(&data(), &[2, 1, 0], Window { start: 1, len: 2 }, None, &device);
+        let b = Batch::<TestBackend>::new(&data(), &[2, 1, 0], Window { start: 1, len: 3 }, None, &device);
         assert_eq!(b.groups.len(), 2);
+        assert_eq!(b.rate, vec![1.0, 2.0, 0.5]);
         let g = &b.groups[0];
-        assert_eq!(g.times, vec![1.0, 2.0]);
+        assert_eq!(g.times, vec![0.0, 1.0, 2.0]);
         assert_eq!(g.env_of_row, vec![2, 2, 0, 0]);
         assert_eq!(g.slot_of_row, vec![0, 0, 2, 2]);
         let x0: Vec<f64> = g.x0.clone().into_data().to_vec().unwrap();
         assert_eq!(x0, vec![201.0, 211.0, 1.0, 11.0]);
         let tgt: Vec<f64> = g.target.clone().into_data().to_vec().unwrap();
-        assert_eq!(&tgt[..4], &[201.0, 202.0, 211.0, 212.0]);
-        assert_eq!(b.groups[1].times, vec![2.0, 4.0]);
+        assert_eq!(&tgt[..3], &[201.0, 202.0, 203.0]);
+        assert_eq!(b.groups[1].times, vec![0.0, 1.0, 2.5]);
+        assert_eq!(b.groups[1].env_of_row, vec![1, 1]);
         let avg: Vec<f64> = b.averaging(g, &device).into_data().to_vec().unwrap();
         assert_eq!(avg, vec![0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5]);
     }

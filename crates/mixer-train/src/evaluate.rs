@@ -44,7 +44,7 @@ pub fn predict<B: Backend>(
     for g in &batch.groups {
         let pred = theta
             .moe
-            .rollout(integrator, &routing, contexts.clone(), &g.env_of_row, g.x0.clone(), &g.times)
+            .rollout_rows(integrator, &routing, contexts.clone(), batch.rows(g))
             .map_err(|e| TrainError::Rollout { envs: dedup(&g.env_of_row), source: Box::new(e.into()) })?;
         let values = mixer_core::host::to_vec(pred);
         for (r, &env) in g.env_of_row.iter().enumerate() {

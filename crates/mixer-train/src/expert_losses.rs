@@ -40,7 +40,7 @@ pub fn expert_loss_matrix<B: Backend>(
     for k in 0..experts {
         let routing = constant_routing::<B>(envs.len(), k, &device);
         for g in &batch.groups {
-            match moe.rollout(integrator, &routing, contexts.clone(), &g.env_of_row, g.x0.clone(), &g.times) {
+            match moe.rollout_rows(integrator, &routing, contexts.clone(), batch.rows(g)) {
                 Ok(pred) => {
                     let rows = g.env_of_row.len();
                     let row_loss: Tensor<B, 2> =

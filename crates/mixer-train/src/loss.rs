@@ -19,7 +19,7 @@ pub fn env_losses<B: Backend>(
     let device = contexts.device();
     let mut total: Tensor<B, 1> = Tensor::zeros([batch.envs.len()], &device);
     for g in &batch.groups {
-        let pred = theta.moe.rollout(integrator, routing, contexts.clone(), &g.env_of_row, g.x0.clone(), &g.times)?;
+        let pred = theta.moe.rollout_rows(integrator, routing, contexts.clone(), batch.rows(g))?;
         let rows = g.env_of_row.len();
         let row_loss: Tensor<B, 2> = (pred - g.target.clone()).square().reshape([rows as i32, -1]).mean_dim(1);
         total = total + batch.averaging(g, &device).matmul(row_loss).reshape([-1]);

@@ -1,5 +1,6 @@
-//! The proximal term of MIXER.md §2: `(beta / 2) * ||p - p_old||^2 / numel(p)` summed over
-//! the parameter tensors of a block.
+//! The proximal term of MIXER.md §2: `(beta / 2) * ||p - p_old||^2 / numel(p)` where `p` is a
+//! whole block (all parameter tensors of the context table, or of the model) flattened into one
+//! vector, so `numel(p)` counts the block's parameters.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Tensor, backend::Backend};
@@ -17,16 +18,18 @@ pub fn flat_params<B: Backend, M: Module<B>>(module: &M) -> Vec<Tensor<B, 1>> {
     c.0
 }
 
-/// `(beta / 2) * sum_p ||p - p_old||^2 / numel(p)` for the current parameters of `module`
-/// against a detached snapshot taken with [`flat_params`]; returns a `[1]` tensor.
+/// `(beta / 2) * ||p - p_old||^2 / numel(p)` over all parameters `p` of `module` against a
+/// detached snapshot taken with [`flat_params`]; returns a `[1]` tensor.
 pub fn proximal_term<B: Backend, M: Module<B>>(module: &M, snapshot: &[Tensor<B, 1>], beta: f64) -> Tensor<B, 1> {
     let current = flat_params(module);
     assert_eq!(current.len(), snapshot.len(), "snapshot taken from a module of the same structure");
     let device = current.first().map(|t| t.device()).unwrap_or_default();
-    current.into_iter().zip(snapshot).fold(Tensor::zeros([1], &device), |acc, (p, old)| {
-        let n = p.dims()[0].max(1) as f64;
-        acc + (p - old.clone()).square().sum().mul_scalar(0.5 * beta / n)
-    })
+    let numel = current.iter().map(|p| p.dims()[0]).sum::<usize>().max(1) as f64;
+    let squared = current
+        .into_iter()
+        .zip(snapshot)
+        .fold(Tensor::zeros([1], &device), |acc, (p, old)| acc + (p - old.clone()).square().sum());
+    squared.mul_scalar(0.5 * beta / numel)
 }
 
 #[cfg(test)]
@@ -43,14 +46,18 @@ mod tests {
         let snapshot: Vec<_> = flat_params(&lin).into_iter().map(|t| t.detach().add_scalar(0.5)).collect();
         let beta = 10.0;
         let term = proximal_term(&lin, &snapshot, beta);
-        // every entry differs by -0.5: weight 6 entries, bias 2 -> (beta/2) * 0.25 per tensor
-        let want = 2.0 * 0.5 * beta * 0.25;
+        // every one of the 8 entries (weight 6, bias 2) differs by -0.5 -> (beta/2) * 8 * 0.25 / 8
+        let want = 0.5 * beta * 0.25;
         assert!((term.clone().into_scalar() - want).abs() < 1e-9);
         let grads = term.backward();
         let gw = lin.weight.grad(&grads).unwrap();
-        // d/dp = beta * (p - old) / n = 10 * (-0.5) / 6
+        // d/dp = beta * (p - old) / numel(block) = 10 * (-0.5) / 8, the same for weight and bias
         for g in gw.into_data().to_vec::<f64>().unwrap() {
-            assert!((g + 10.0 * 0.5 / 6.0).abs() < 1e-9);
+            assert!((g + 10.0 * 0.5 / 8.0).abs() < 1e-9);
+        }
+        let gb = lin.bias.as_ref().unwrap().grad(&grads).unwrap();
+        for g in gb.into_data().to_vec::<f64>().unwrap() {
+            assert!((g + 10.0 * 0.5 / 8.0).abs() < 1e-9);
         }
     }
 }
