@@ -37,6 +37,13 @@ pub struct GateStats {
     pub last_warm_start: bool,
     /// Expert chosen for each cluster by the last successful refit.
     pub last_cluster_experts: Vec<usize>,
+    /// Cluster of each environment at the last successful refit.
+    #[serde(default)]
+    pub last_labels: Vec<usize>,
+    /// Share of environments the last refit gate routes to their cluster's expert (the least
+    /// squares fit of one-hot targets can mask a cluster, MIXER.md §3 step 5).
+    #[serde(default)]
+    pub last_gate_agreement: Option<f64>,
 }
 
 impl GateStats {
@@ -233,10 +240,20 @@ impl KMeansLeastSquares {
             }
         }
         self.gate = min_norm_lstsq(&x, &y)?;
+        let routed = self.assignment(contexts)?;
+        let agree = routed.iter().zip(&fit.labels).filter(|&(&e, &c)| e == expert_of_cluster[c]).count();
         self.centroids = Some(fit.centroids);
         self.stats.updates += 1;
         self.stats.last_cluster_experts = expert_of_cluster;
-        tracing::debug!(iterations = fit.iterations, reseeds = fit.reseeds, updates = self.stats.updates, "gate refit");
+        self.stats.last_labels = fit.labels;
+        self.stats.last_gate_agreement = Some(agree as f64 / envs as f64);
+        tracing::debug!(
+            iterations = fit.iterations,
+            reseeds = fit.reseeds,
+            updates = self.stats.updates,
+            agreement = self.stats.last_gate_agreement,
+            "gate refit"
+        );
         Ok(GateUpdate::Updated)
     }
 }

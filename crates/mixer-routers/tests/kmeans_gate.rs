@@ -63,7 +63,31 @@ fn recommended_preset_routes_every_family_to_its_expert() {
         assert_eq!(gate.update(&x, &losses, &mut rng).unwrap(), GateUpdate::Updated);
         assert_purity_one(&gate, &x, &centre_of);
         assert_eq!(gate.stats().updates, 1);
+        assert_eq!(gate.stats().last_gate_agreement, Some(1.0));
+        let labels = &gate.stats().last_labels;
+        assert_eq!(labels.len(), x.nrows());
+        for (e, &c) in centre_of.iter().enumerate() {
+            assert_eq!(gate.stats().last_cluster_experts[labels[e]], expert_for(c));
+        }
     }
+}
+
+#[test]
+fn least_squares_gate_can_mask_a_middle_cluster_and_says_so() {
+    // three clusters on a line: regressing one-hot targets on [x, 1] gives the middle one a
+    // flat score that never wins, so about a third of the environments miss their expert
+    let mut rng = Seeds::new(4).stream("data");
+    let per = 8;
+    let x = Array2::from_shape_fn((3 * per, 1), |(i, _)| {
+        (i % 3) as f64 - 1.0 + 0.01 * rng.sample::<f64, _>(StandardNormal)
+    });
+    let losses = Array2::from_shape_fn((3 * per, 3), |(i, j)| if i % 3 == j { 0.1 } else { 1.0 });
+    let mut gate = KMeansLsParams::recommended(3, 1).init(&mut rng).unwrap();
+    assert_eq!(gate.update(&x, &losses, &mut rng).unwrap(), GateUpdate::Updated);
+    let agreement = gate.stats().last_gate_agreement.unwrap();
+    assert!((agreement - 2.0 / 3.0).abs() < 0.1, "agreement {agreement}");
+    let routed = gate.assignment(&x).unwrap();
+    assert!((0..3 * per).filter(|&i| i % 3 == 1).all(|i| routed[i] != 1), "{routed:?}");
 }
 
 #[test]
