@@ -91,6 +91,8 @@ fn generate_train_adapt_eval_write_metrics_and_plots() {
     assert_eq!(m.pointer("/routing/assignment").and_then(|v| v.as_array()).map(Vec::len), Some(9));
     assert_eq!(m.pointer("/timing/outer_steps").and_then(|v| v.as_u64()), Some(2));
     assert!(m.pointer("/routing/gate_updates").and_then(|v| v.as_u64()).is_some_and(|n| n > 0));
+    let agreement = m.pointer("/routing/gate_agreement").and_then(|v| v.as_f64());
+    assert!(agreement.is_some_and(|a| (0.0..=1.0).contains(&a)), "{agreement:?}");
     for f in ["gate.png", "trajectories.png", "adaptation.png", "loss.png"] {
         assert!(run.join(f).is_file(), "{f}");
     }

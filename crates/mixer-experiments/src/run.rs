@@ -35,6 +35,9 @@ pub struct RoutingMetrics {
     pub gate_updates: usize,
     /// Skipped gate refits.
     pub skipped_gate_updates: usize,
+    /// Share of environments the last K-means refit's least-squares gate sends to their
+    /// cluster's expert (MixER gate only; below 1 when the linear fit masks a cluster).
+    pub gate_agreement: Option<f64>,
 }
 
 /// Wall-clock figures of the training run.
@@ -200,6 +203,7 @@ pub fn eval_run<B: AutodiffBackend>(
         assignment,
         gate_updates: last.gate_updates,
         skipped_gate_updates: last.skipped_gate_updates,
+        gate_agreement: loaded.host.kmeans.as_ref().and_then(|k| k.stats().last_gate_agreement),
     };
     let outer = last.outer_done;
     let timing = Timing {
