@@ -37,19 +37,19 @@ pub fn expert_loss_matrix<B: Backend>(
     let batch = Batch::<B>::new(data, &envs, Window::full(data.num_steps()), max_trajs, &device);
     let experts = moe.num_experts();
     let mut out = Array2::from_elem((envs.len(), experts), f64::INFINITY);
-    for k in 0..experts {
-        let routing = constant_routing::<B>(envs.len(), k, &device);
-        for g in &batch.groups {
+    for g in &batch.groups {
+        // the averaging matrix and which environments the group holds do not depend on the expert
+        let averaging = batch.averaging(g, &device);
+        let present = mixer_core::host::to_vec(averaging.clone().sum_dim(1));
+        let rows = g.env_of_row.len();
+        for k in 0..experts {
+            let routing = constant_routing::<B>(envs.len(), k, &device);
             match moe.rollout_rows(integrator, &routing, contexts.clone(), batch.rows(g)) {
                 Ok(pred) => {
-                    let rows = g.env_of_row.len();
                     let row_loss: Tensor<B, 2> =
                         (pred - g.target.clone()).square().reshape([rows as i32, -1]).mean_dim(1);
-                    let per_env = batch.averaging(g, &device).matmul(row_loss);
-                    let weights = batch.averaging(g, &device).sum_dim(1);
-                    let values = mixer_core::host::to_vec(per_env);
-                    let present = mixer_core::host::to_vec(weights);
-                    for (e, (v, w)) in values.iter().zip(present).enumerate() {
+                    let values = mixer_core::host::to_vec(averaging.clone().matmul(row_loss));
+                    for (e, (v, &w)) in values.iter().zip(&present).enumerate() {
                         if w > 0.0 {
                             out[[e, k]] = if v.is_finite() { *v } else { f64::INFINITY };
                         }
