@@ -93,7 +93,10 @@ fn generate_train_adapt_eval_write_metrics_and_plots() {
     assert!(m.pointer("/routing/gate_updates").and_then(|v| v.as_u64()).is_some_and(|n| n > 0));
     let agreement = m.pointer("/routing/gate_agreement").and_then(|v| v.as_f64());
     assert!(agreement.is_some_and(|a| (0.0..=1.0).contains(&a)), "{agreement:?}");
-    for f in ["gate.png", "trajectories.png", "adaptation.png", "loss.png"] {
+    let contexts: Vec<Vec<f64>> =
+        serde_json::from_str(&std::fs::read_to_string(run.join("contexts.json")).unwrap()).unwrap();
+    assert!(contexts.len() == 9 && contexts.iter().all(|c| c.len() == 6 && c.iter().all(|v| v.is_finite())));
+    for f in ["gate.png", "contexts.png", "trajectories.png", "adaptation.png", "loss.png"] {
         assert!(run.join(f).is_file(), "{f}");
     }
 }

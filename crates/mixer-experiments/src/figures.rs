@@ -10,7 +10,7 @@ use mixer_core::{ContextModel, Dataset, Mode, Seeds};
 use mixer_train::{MixerModel, OuterRecord, route};
 
 use crate::ExperimentError;
-use crate::plot::{Panel, Series, draw_err, ensure_font, panel_grid};
+use crate::plot::{Panel, Series, Stroke, draw_err, ensure_font, panel_grid, plot_contexts};
 use crate::run::LoadedRun;
 
 /// Predictions of the two evaluated splits, `[envs, trajs, steps, dim]` each.
@@ -21,17 +21,32 @@ pub struct Predictions<'a> {
     pub adapt_test: (&'a Dataset, &'a Array4<f64>),
 }
 
-/// Writes `gate.png`, `trajectories.png`, `adaptation.png` and `loss.png` (of the whole `history`)
-/// into the run folder.
+/// Learned contexts, one row per environment.
+pub struct Contexts<'a> {
+    /// Training environments.
+    pub train: &'a [Vec<f64>],
+    /// New environments after bulk adaptation.
+    pub adapted: &'a [Vec<f64>],
+}
+
+/// Writes `gate.png`, `contexts.png`, `trajectories.png`, `adaptation.png` and `loss.png` (of
+/// the whole `history`) into the run folder.
 pub fn run_figures<B: AutodiffBackend>(
     run: &Path,
     loaded: &LoadedRun<B>,
     valid: &MixerModel<B::InnerBackend>,
     pred: Predictions<'_>,
+    contexts: Contexts<'_>,
     history: &[OuterRecord],
 ) -> Result<(), ExperimentError> {
     let probs = gate_probabilities(valid, loaded)?;
-    gate_heatmap(&run.join("gate.png"), &probs, pred.test.0.families.as_deref())?;
+    let families = pred.test.0.families.as_deref();
+    gate_heatmap(&run.join("gate.png"), &probs, families)?;
+    let experts: Vec<usize> = probs
+        .outer_iter()
+        .map(|row| row.iter().enumerate().fold(0, |best, (k, &p)| if p > row[best] { k } else { best }))
+        .collect();
+    plot_contexts(&run.join("contexts.png"), contexts.train, families, &experts, contexts.adapted)?;
     trajectories(&run.join("trajectories.png"), "in-domain (test split)", pred.test.0, pred.test.1)?;
     trajectories(&run.join("adaptation.png"), "adaptation (adapt_test split)", pred.adapt_test.0, pred.adapt_test.1)?;
     loss_curves(&run.join("loss.png"), history)?;
@@ -127,7 +142,7 @@ pub fn trajectory_panels(data: &Dataset, pred: &Array4<f64>) -> Vec<Panel> {
                             .map(|(k, &tk)| (tk, if dashed { pred[[env, 0, k, d]] } else { truth[[0, k, d]] }))
                             .collect(),
                         color: d,
-                        dashed,
+                        stroke: if dashed { Stroke::Dashed } else { Stroke::Solid },
                     };
                     [line(false), line(true)]
                 })
@@ -168,7 +183,7 @@ pub fn loss_curves(path: &Path, history: &[OuterRecord]) -> Result<(), Experimen
                     .filter_map(|r| get(r).filter(|v| *v > 0.0).map(|v| (r.outer as f64, v.log10())))
                     .collect(),
                 color: c,
-                dashed: false,
+                stroke: Stroke::Solid,
             })
             .collect(),
     };

@@ -74,9 +74,11 @@ impl Report {
         if let Some(r) = e.runs.first() {
             let _ = writeln!(
                 s,
-                "\n![gate {}]({})\n![trajectories {}]({})\n",
+                "\n![gate {}]({})\n![contexts {}]({})\n![trajectories {}]({})\n",
                 e.name,
                 self.link(&r.dir.join("gate.png")),
+                e.name,
+                self.link(&r.dir.join("contexts.png")),
                 e.name,
                 self.link(&r.dir.join("trajectories.png"))
             );
@@ -84,7 +86,7 @@ impl Report {
     }
 
     fn figure_links(&self, r: &RunRecord) -> String {
-        ["gate", "trajectories", "adaptation", "loss"]
+        ["gate", "contexts", "trajectories", "adaptation", "loss"]
             .iter()
             .map(|f| format!("[{f}]({})", self.link(&r.dir.join(format!("{f}.png")))))
             .collect::<Vec<_>>()

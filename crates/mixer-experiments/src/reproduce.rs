@@ -322,7 +322,15 @@ mod tests {
         assert_eq!(runs[0].metrics.routing.assignment.len(), 9);
         assert!(runs.iter().all(|r| r.metrics.in_domain.mse.mean.is_finite() && r.metrics.timing.outer_steps == 2));
         assert_eq!(report.experiments[0].skipped.len(), 1, "the published folder does not exist here");
-        for f in ["metrics.json", "gate.png", "trajectories.png", "adaptation.png", "loss.png"] {
+        for f in [
+            "metrics.json",
+            "contexts.json",
+            "gate.png",
+            "contexts.png",
+            "trajectories.png",
+            "adaptation.png",
+            "loss.png",
+        ] {
             assert!(runs[0].dir.join(f).is_file(), "{f}");
         }
         // A second reproduce finds data and metrics on disk and reports the same numbers.

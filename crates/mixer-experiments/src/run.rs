@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
-use burn::tensor::{Tensor, backend::AutodiffBackend};
+use burn::tensor::{
+    Tensor,
+    backend::{AutodiffBackend, Backend},
+};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -18,7 +21,7 @@ use mixer_train::{
 
 use crate::ExperimentError;
 use crate::data::RunData;
-use crate::figures::{Predictions, run_figures};
+use crate::figures::{Contexts, Predictions, run_figures};
 
 /// Routing outcome of a trained model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,11 +157,16 @@ fn adapt_loaded<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Vec<Vec<f64>>, ExperimentError> {
     let ctx = adapt(&loaded.model, &loaded.host, &loaded.config, &data.adapt_train, mode, &loaded.seeds, device)?;
-    let [n, d] = ctx.dims();
-    let values = to_vec(ctx);
-    let rows: Vec<Vec<f64>> = (0..n).map(|i| values[i * d..(i + 1) * d].to_vec()).collect();
+    let rows = context_rows(ctx);
     write_json(&adapted_path(run, mode), &rows)?;
     Ok(rows)
+}
+
+/// One row per environment of a context table.
+fn context_rows<B: Backend>(ctx: Tensor<B, 2>) -> Vec<Vec<f64>> {
+    let [n, d] = ctx.dims();
+    let values = to_vec(ctx);
+    (0..n).map(|i| values[i * d..(i + 1) * d].to_vec()).collect()
 }
 
 /// Evaluates a trained run in-domain and after adaptation (adapting first where needed), writes
@@ -178,8 +186,11 @@ pub fn eval_run<B: AutodiffBackend>(
         .build::<B::InnerBackend>()
         .map_err(|e| Error::config("train.solver", e.to_string()))?;
     let contexts = valid.contexts.contexts();
+    let train_rows = context_rows(contexts.clone());
+    write_json(&run.join("contexts.json"), &train_rows)?;
     let (in_domain, in_pred) = evaluate(&valid.theta, &loaded.host, integrator.as_ref(), contexts.clone(), &data.test)?;
     let mut adapted = Vec::new();
+    let mut bulk_rows = Vec::new();
     for mode in [AdaptMode::Bulk, AdaptMode::Sequential] {
         let path = adapted_path(run, mode);
         let rows: Vec<Vec<f64>> =
@@ -188,6 +199,9 @@ pub fn eval_run<B: AutodiffBackend>(
         let flat: Vec<f64> = rows.concat();
         let ctx: Tensor<B::InnerBackend, 2> = tensor2(&flat, [rows.len(), d], device);
         adapted.push(evaluate(&valid.theta, &loaded.host, integrator.as_ref(), ctx, &data.adapt_test)?);
+        if mode == AdaptMode::Bulk {
+            bulk_rows = rows;
+        }
     }
     let (sequential, _) = adapted.pop().expect("two modes");
     let (bulk, bulk_pred) = adapted.pop().expect("two modes");
@@ -214,7 +228,8 @@ pub fn eval_run<B: AutodiffBackend>(
     };
     let metrics = RunMetrics { in_domain, adaptation: AdaptationMetrics { bulk, sequential }, routing, timing };
     let pred = Predictions { test: (&data.test, &in_pred), adapt_test: (&data.adapt_test, &bulk_pred) };
-    run_figures(run, &loaded, &valid, pred, &last.history)?;
+    let context_map = Contexts { train: &train_rows, adapted: &bulk_rows };
+    run_figures(run, &loaded, &valid, pred, context_map, &last.history)?;
     write_json(&run.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use mixer_core::Dataset;
 
-use super::{Panel, Series, panel_grid};
+use super::{Panel, Series, Stroke, panel_grid};
 use crate::ExperimentError;
 
 /// Representative environments: the first of each family, else up to `max` evenly spread ones.
@@ -54,7 +54,7 @@ pub fn dataset_panels(data: &Dataset, names: &[String], family_names: &[String],
                     label: name.clone(),
                     points: t.iter().enumerate().map(|(k, &tk)| (tk, x[[0, k, *d]])).collect(),
                     color: c,
-                    dashed: false,
+                    stroke: Stroke::Solid,
                 })
                 .collect(),
         });
@@ -69,7 +69,7 @@ pub fn dataset_panels(data: &Dataset, names: &[String], family_names: &[String],
                         label: String::new(),
                         points: (0..t.len()).map(|k| (x[[n, k, a]], x[[n, k, b]])).collect(),
                         color: n,
-                        dashed: false,
+                        stroke: Stroke::Solid,
                     })
                     .collect(),
             });
@@ -83,7 +83,7 @@ pub fn dataset_panels(data: &Dataset, names: &[String], family_names: &[String],
                         label: String::new(),
                         points: t.iter().enumerate().map(|(k, &tk)| (tk, x[[n, k, 0]])).collect(),
                         color: n,
-                        dashed: false,
+                        stroke: Stroke::Solid,
                     })
                     .collect(),
             });

@@ -2,6 +2,7 @@
 //! out on a grid, and the dataset overview built on them. Text is rendered with an embedded
 //! DejaVu Sans Condensed font through `ab_glyph`, so no system font library is needed.
 
+mod contexts;
 mod dataset;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use plotters::style::FontStyle;
 
 use crate::ExperimentError;
 
+pub use contexts::{Pca2, plot_contexts};
 pub use dataset::{dataset_panels, plot_dataset};
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSansCondensed.ttf");
@@ -42,8 +44,19 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Palette index of the colour.
     pub color: usize,
-    /// Drawn dashed (predictions) instead of solid (data).
-    pub dashed: bool,
+    /// How the points are drawn.
+    pub stroke: Stroke,
+}
+
+/// How a [`Series`] is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stroke {
+    /// A solid line (data).
+    Solid,
+    /// A dashed line (predictions).
+    Dashed,
+    /// Unconnected dots (scatter plots).
+    Points,
 }
 
 /// One chart: a caption, axis names and its series.
@@ -99,17 +112,20 @@ pub fn draw_panel<DB: DrawingBackend>(
     for s in &panel.series {
         let color = Palette99::pick(s.color).to_rgba();
         let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-        let drawn = if s.dashed {
-            chart.draw_series(DashedLineSeries::new(pts, 6, 4, color.stroke_width(2)))
-        } else {
-            chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))
+        let drawn = match s.stroke {
+            Stroke::Solid => chart.draw_series(LineSeries::new(pts, color.stroke_width(2))),
+            Stroke::Dashed => chart.draw_series(DashedLineSeries::new(pts, 6, 4, color.stroke_width(2))),
+            Stroke::Points => chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled()))),
         }
         .map_err(|e| draw_err(path, e))?;
         if !s.label.is_empty() {
             legend = true;
-            drawn
-                .label(&s.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            let entry = drawn.label(&s.label);
+            if s.stroke == Stroke::Points {
+                entry.legend(move |(x, y)| Circle::new((x + 8, y), 3, color.filled()));
+            } else {
+                entry.legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            }
         }
     }
     if legend {
