@@ -43,6 +43,8 @@ pub struct KMeansFit {
     pub iterations: usize,
     /// Empty clusters that were reseeded.
     pub reseeds: usize,
+    /// Sum over points of the mean absolute distance to their final centroid (lower is tighter).
+    pub inertia: f64,
 }
 
 /// Why K-means gave no usable clustering.
@@ -189,7 +191,8 @@ pub fn lloyd_l1(
         shift = (&next - &centroids).iter().fold(0.0_f64, |m, v| m.max(v.abs()));
         centroids = next;
         if shift < tol {
-            return Ok(KMeansFit { centroids, labels, iterations: iteration, reseeds });
+            let inertia = points.outer_iter().zip(&labels).map(|(p, &l)| l1_mean(p, centroids.row(l))).sum();
+            return Ok(KMeansFit { centroids, labels, iterations: iteration, reseeds, inertia });
         }
     }
     Err(KMeansFailure::NotConverged { iterations: max_iter, shift })

@@ -31,6 +31,9 @@ pub struct GateStats {
     pub skipped_not_converged: usize,
     /// Empty clusters reseeded (policy `Reseed`), summed over refits.
     pub reseeds: usize,
+    /// Restarts that improved on the best clustering of their refit, summed over refits.
+    #[serde(default)]
+    pub restart_wins: usize,
     /// K-means iterations of the last refit attempt.
     pub last_iterations: Option<usize>,
     /// Whether the last refit attempt started from stored centroids.
@@ -203,7 +206,21 @@ impl KMeansLeastSquares {
             },
         };
         let reseed = self.params.empty_policy() == EmptyCluster::Reseed;
-        let fit = match lloyd_l1(contexts, init, self.params.max_kmeans(), self.params.tol(), reseed) {
+        let (max_iter, tol) = (self.params.max_kmeans(), self.params.tol());
+        let mut result = lloyd_l1(contexts, init, max_iter, tol, reseed);
+        // Restarts: fresh k-means++ seedings compete with the (warm) start; the tightest clustering
+        // wins, so a warm start cannot keep a partition that better clusterings have overtaken.
+        for _ in 0..self.params.restarts() {
+            let Ok(fit) = lloyd_l1(contexts, init_kmeans_pp(contexts, clusters, rng), max_iter, tol, reseed) else {
+                continue;
+            };
+            if result.as_ref().is_ok_and(|best| best.inertia <= fit.inertia) {
+                continue;
+            }
+            self.stats.restart_wins += 1;
+            result = Ok(fit);
+        }
+        let fit = match result {
             Ok(fit) => fit,
             Err(failure) => {
                 match failure {

@@ -45,7 +45,9 @@ pub use gradient_gate::{GateMode, GradientGate, GradientGateConfig};
 pub use kmeans_ls::{DIVERGED_LOSS, GateStats, KMeansLeastSquares, KMeansLsState};
 pub use lstsq::min_norm_lstsq;
 pub use noisy_topk::{NoisyTopK, NoisyTopKConfig};
-pub use params::{ClusterCount, EmptyCluster, KMeansInit, KMeansLsParams, Matching, ValidKMeansLsParams};
+pub use params::{
+    ClusterCount, EmptyCluster, KMeansInit, KMeansLsParams, Matching, RECOMMENDED_RESTARTS, ValidKMeansLsParams,
+};
 pub use select::{argmax_lowest, softmax_row, topk_lowest};
 
 /// CPU backend used by the tests: `NdArray<f64>` for every test of this crate. burn 0.21 keeps the default

@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::RouterError;
 
+/// K-means restarts of the recommended preset: a warm start alone keeps the clustering of
+/// early, noisy contexts (measured on ODEBench-10, docs/method.md).
+pub const RECOMMENDED_RESTARTS: usize = 8;
+
 /// How K-means starts when no centroids from a previous successful refit are available.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KMeansInit {
@@ -52,6 +56,8 @@ pub struct ValidKMeansLsParams {
     clusters: ClusterCount,
     matching: Matching,
     ls_noise: f64,
+    #[serde(default)]
+    restarts: usize,
 }
 
 /// Unchecked hyperparameters of the MixER gate (serde; consuming setters, then [`KMeansLsParams::check`]).
@@ -73,16 +79,18 @@ impl KMeansLsParams {
             clusters: ClusterCount::Experts,
             matching: Matching::Greedy,
             ls_noise: 1e-4,
+            restarts: 0,
         })
     }
 
     /// The recommended variant: k-means++ init, reseeding of empty clusters, `min(K, E)` clusters, greedy
-    /// matching; other values as in [`KMeansLsParams::reference`].
+    /// matching, [`RECOMMENDED_RESTARTS`] k-means++ restarts; other values as in [`KMeansLsParams::reference`].
     pub fn recommended(num_experts: usize, context_dim: usize) -> Self {
         Self::reference(num_experts, context_dim)
             .init_method(KMeansInit::KMeansPlusPlus)
             .empty_cluster(EmptyCluster::Reseed)
             .clusters(ClusterCount::MinExpertsEnvs)
+            .restarts(RECOMMENDED_RESTARTS)
     }
 
     /// Same as [`KMeansLsParams::recommended`].
@@ -129,6 +137,13 @@ impl KMeansLsParams {
     /// Sets the standard deviation of the Gaussian noise added to the least-squares inputs.
     pub fn ls_noise(mut self, ls_noise: f64) -> Self {
         self.0.ls_noise = ls_noise;
+        self
+    }
+
+    /// Sets how many extra K-means runs from fresh k-means++ seedings compete with the warm start
+    /// (the tightest clustering wins; 0 is the published single run).
+    pub fn restarts(mut self, restarts: usize) -> Self {
+        self.0.restarts = restarts;
         self
     }
 
@@ -207,6 +222,11 @@ impl ValidKMeansLsParams {
         self.ls_noise
     }
 
+    /// Extra K-means runs from fresh k-means++ seedings per refit.
+    pub fn restarts(&self) -> usize {
+        self.restarts
+    }
+
     /// Number of K-means clusters for `num_envs` environments.
     pub fn num_clusters(&self, num_envs: usize) -> usize {
         match self.clusters {
@@ -243,7 +263,9 @@ mod tests {
         assert_eq!(r.empty_policy(), EmptyCluster::Skip);
         assert_eq!(r.cluster_rule(), ClusterCount::Experts);
         assert_eq!(r.matching(), Matching::Greedy);
+        assert_eq!(r.restarts(), 0);
         let d = KMeansLsParams::new(10, 40).check().unwrap();
+        assert_eq!(d.restarts(), RECOMMENDED_RESTARTS);
         assert_eq!(d.init_method(), KMeansInit::KMeansPlusPlus);
         assert_eq!(d.empty_policy(), EmptyCluster::Reseed);
         assert_eq!(d.num_clusters(4), 4);

@@ -325,3 +325,27 @@ fn diverged_expert_losses_count_as_worst_not_as_errors() {
     assert_ne!(routed[e1], expert_for(1));
     assert!(mixer_routers::DIVERGED_LOSS.is_finite());
 }
+
+#[test]
+fn restarts_overtake_a_warm_start_stuck_in_a_local_optimum() {
+    let mut rng = Seeds::new(4).stream("data");
+    let (x, losses, centre_of) = clustered(6, 1.0, &mut rng);
+    // two centroids share centre 0, one sits between centres 1 and 2: a fixed point of Lloyd
+    let stuck = vec![vec![-3.1, 0.0], vec![-2.9, 0.0], vec![1.5, 2.0]];
+    let warm = |restarts: usize, rng: &mut Rng| {
+        let params = KMeansLsParams::recommended(3, 2).restarts(restarts).check().unwrap();
+        let fresh = KMeansLsParams::recommended(3, 2).restarts(restarts).init(rng).unwrap().state();
+        let state = KMeansLsState { centroids: Some(stuck.clone()), ..fresh };
+        KMeansLeastSquares::from_state(params, &state).unwrap()
+    };
+    let mut single = warm(0, &mut rng);
+    single.update(&x, &losses, &mut rng).unwrap();
+    let labels = &single.stats().last_labels;
+    let label_of = |c: usize| labels[centre_of.iter().position(|&x| x == c).unwrap()];
+    assert_eq!(label_of(1), label_of(2), "without restarts centres 1 and 2 stay merged: {labels:?}");
+    assert_eq!(single.stats().restart_wins, 0);
+    let mut restarted = warm(8, &mut rng);
+    restarted.update(&x, &losses, &mut rng).unwrap();
+    assert!(restarted.stats().restart_wins >= 1);
+    assert_purity_one(&restarted, &x, &centre_of);
+}

@@ -71,6 +71,9 @@ pub struct KMeansSettings {
     pub matching: Matching,
     /// Noise added to contexts before the least-squares solve (1e-4).
     pub ls_noise: f64,
+    /// Extra K-means runs from fresh k-means++ seedings per refit; the tightest wins (0, published).
+    #[serde(default)]
+    pub restarts: usize,
 }
 
 impl KMeansSettings {
@@ -84,6 +87,7 @@ impl KMeansSettings {
             .clusters(self.clusters)
             .matching(self.matching)
             .ls_noise(self.ls_noise)
+            .restarts(self.restarts)
     }
 }
 

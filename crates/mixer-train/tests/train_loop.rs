@@ -56,6 +56,7 @@ fn config(outer: usize) -> RunConfig {
             clusters: ClusterCount::Experts,
             matching: Matching::Greedy,
             ls_noise: 1e-4,
+            restarts: 2,
         }),
         train: TrainConfig {
             outer_steps: outer,
