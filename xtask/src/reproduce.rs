@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use mixer_experiments::{Plan, reproduce};
+use mixer_experiments::{Plan, Report, reproduce};
 
 use crate::flags::ReproduceArgs;
 
@@ -23,7 +23,13 @@ pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
         bar.set_message(name.to_string());
         bar
     };
-    let report = reproduce(&plan, &progress)?;
+    let mut report = reproduce(&plan, &progress)?;
+    // Keep the experiments of an earlier report that this run did not cover (`--only`).
+    match Report::read(&args.out) {
+        Ok(earlier) => report = report.merged_with(earlier),
+        Err(e) if args.out.join("report.json").exists() => eprintln!("earlier report.json not merged: {e}"),
+        Err(_) => {}
+    }
     let path = report.write(&args.out)?;
     for d in &report.datasets {
         println!("{:<16} {:>6.1} s  {}", d.name, d.seconds, d.dir.display());

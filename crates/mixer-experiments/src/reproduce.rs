@@ -279,10 +279,44 @@ impl Report {
         Ok(path)
     }
 
+    /// Reads the `report.json` that [`Report::write`] left in `out_dir`.
+    pub fn read(out_dir: &Path) -> Result<Report, ExperimentError> {
+        Ok(mixer_train::read_json(&out_dir.join("report.json"))?)
+    }
+
+    /// This report plus what `earlier` (a previous report of the same folder) covers and this one
+    /// does not, so that `--only NAME` updates one experiment without dropping the others. Entries
+    /// keep the earlier order and this report's version wins; a report of another profile or data
+    /// seed is ignored.
+    pub fn merged_with(self, earlier: Report) -> Report {
+        if (earlier.plan.profile, earlier.plan.seed) != (self.plan.profile, self.plan.seed) {
+            return self;
+        }
+        Report {
+            datasets: merge_by_name(earlier.datasets, self.datasets, |d| &d.name),
+            experiments: merge_by_name(earlier.experiments, self.experiments, |e| &e.name),
+            plan: self.plan,
+        }
+    }
+
     /// Path of `p` relative to the output folder, for links in the Markdown.
     pub(crate) fn link(&self, p: &Path) -> String {
         relative(p, &self.plan.out_dir).display().to_string()
     }
+}
+
+/// `earlier` with each entry replaced by `later`'s of the same name, then `later`'s new entries.
+fn merge_by_name<T>(earlier: Vec<T>, later: Vec<T>, name: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut later: Vec<Option<T>> = later.into_iter().map(Some).collect();
+    let mut out: Vec<T> = earlier
+        .into_iter()
+        .map(|old| match later.iter_mut().find(|l| l.as_ref().is_some_and(|l| name(l) == name(&old))) {
+            Some(newer) => newer.take().expect("matched entries are present"),
+            None => old,
+        })
+        .collect();
+    out.extend(later.into_iter().flatten());
+    out
 }
 
 #[cfg(test)]
@@ -342,5 +376,16 @@ mod tests {
         assert!(
             md.contains("| lotka-volterra | 1 | [9, 4, 20, 2] | [9, 32, 20, 2] | [4, 1, 20, 2] | [4, 32, 20, 2] |")
         );
+        assert_eq!(Report::read(dir.path()).unwrap(), report, "report.json reads back");
+        // A later partial report keeps what it does not cover from the earlier one.
+        let mut later = report.clone();
+        later.datasets.clear();
+        later.experiments[0].runs.truncate(1);
+        let merged = later.clone().merged_with(report.clone());
+        assert_eq!(merged.datasets, report.datasets, "taken from the earlier report");
+        assert_eq!(merged.experiments, later.experiments, "the later report wins");
+        let mut paper = report.clone();
+        paper.plan.profile = Profile::Paper;
+        assert_eq!(later.clone().merged_with(paper), later, "another profile is not merged");
     }
 }
