@@ -25,6 +25,8 @@ pub struct Predictions<'a> {
 pub struct Contexts<'a> {
     /// Training environments.
     pub train: &'a [Vec<f64>],
+    /// Expert each training environment is routed to.
+    pub experts: &'a [usize],
     /// New environments after bulk adaptation.
     pub adapted: &'a [Vec<f64>],
 }
@@ -42,11 +44,7 @@ pub fn run_figures<B: AutodiffBackend>(
     let probs = gate_probabilities(valid, loaded)?;
     let families = pred.test.0.families.as_deref();
     gate_heatmap(&run.join("gate.png"), &probs, families)?;
-    let experts: Vec<usize> = probs
-        .outer_iter()
-        .map(|row| row.iter().enumerate().fold(0, |best, (k, &p)| if p > row[best] { k } else { best }))
-        .collect();
-    plot_contexts(&run.join("contexts.png"), contexts.train, families, &experts, contexts.adapted)?;
+    plot_contexts(&run.join("contexts.png"), contexts.train, families, contexts.experts, contexts.adapted)?;
     trajectories(&run.join("trajectories.png"), "in-domain (test split)", pred.test.0, pred.test.1)?;
     trajectories(&run.join("adaptation.png"), "adaptation (adapt_test split)", pred.adapt_test.0, pred.adapt_test.1)?;
     loss_curves(&run.join("loss.png"), history)?;

@@ -228,7 +228,7 @@ pub fn eval_run<B: AutodiffBackend>(
     };
     let metrics = RunMetrics { in_domain, adaptation: AdaptationMetrics { bulk, sequential }, routing, timing };
     let pred = Predictions { test: (&data.test, &in_pred), adapt_test: (&data.adapt_test, &bulk_pred) };
-    let context_map = Contexts { train: &train_rows, adapted: &bulk_rows };
+    let context_map = Contexts { train: &train_rows, experts: &metrics.routing.assignment, adapted: &bulk_rows };
     run_figures(run, &loaded, &valid, pred, context_map, &last.history)?;
     write_json(&run.join("metrics.json"), &metrics)?;
     Ok(metrics)

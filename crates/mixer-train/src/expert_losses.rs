@@ -42,20 +42,18 @@ pub fn expert_loss_matrix<B: Backend>(
         let averaging = batch.averaging(g, &device);
         let present = mixer_core::host::to_vec(averaging.clone().sum_dim(1));
         let rows = g.env_of_row.len();
-        let mut store = |k: usize, values: &[f64]| {
-            for (e, (v, &w)) in values.iter().zip(&present).enumerate() {
-                if w > 0.0 {
-                    out[[e, k]] = if v.is_finite() { *v } else { f64::INFINITY };
-                }
-            }
-        };
         for k in 0..experts {
             let routing = constant_routing::<B>(envs.len(), k, &device);
             match moe.rollout_rows(integrator, &routing, contexts.clone(), batch.rows(g)) {
                 Ok(pred) => {
                     let row_loss: Tensor<B, 2> =
                         (pred - g.target.clone()).square().reshape([rows as i32, -1]).mean_dim(1);
-                    store(k, &mixer_core::host::to_vec(averaging.clone().matmul(row_loss)));
+                    let values = mixer_core::host::to_vec(averaging.clone().matmul(row_loss));
+                    for (e, (v, &w)) in values.iter().zip(&present).enumerate() {
+                        if w > 0.0 {
+                            out[[e, k]] = if v.is_finite() { *v } else { f64::INFINITY };
+                        }
+                    }
                 }
                 Err(err) => {
                     debug!(expert = k, error = %err, "expert rollout failed in gate refit; loss set to infinity")

@@ -24,16 +24,14 @@ impl Pca2 {
             return Self { mean, axes: vec![] };
         }
         let centred = DMatrix::from_fn(n, d, |i, j| points[i][j] - mean[j]);
+        // nalgebra's `svd` returns the singular values in descending order
         let svd = centred.svd(false, true);
         let Some(v_t) = svd.v_t else {
             return Self { mean, axes: vec![] };
         };
-        let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
-        order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
-        let axes = order
-            .into_iter()
-            .take(2)
-            .filter(|&i| svd.singular_values[i] > 1e-12 * svd.singular_values.max().max(f64::MIN_POSITIVE))
+        let tiny = 1e-12 * svd.singular_values.max();
+        let axes = (0..svd.singular_values.len().min(2))
+            .filter(|&i| svd.singular_values[i] > tiny)
             .map(|i| v_t.row(i).iter().copied().collect())
             .collect();
         Self { mean, axes }
