@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use mixer_experiments::{Plan, Report, reproduce};
+use mixer_experiments::{Plan, Report, reproduce, summary_cell};
 
 use crate::flags::ReproduceArgs;
 
@@ -34,18 +34,22 @@ pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
     for d in &report.datasets {
         println!("{:<16} {:>6.1} s  {}", d.name, d.seconds, d.dir.display());
     }
+    if !report.experiments.is_empty() {
+        println!("scores: mean ± std (median) over environments");
+    }
     for e in &report.experiments {
         for r in &e.runs {
             let x = &r.metrics;
             let purity = x.routing.purity.map_or_else(String::new, |p| format!("  purity {p:.3}"));
+            let env = x.in_domain.rel_l2_env.as_ref().map_or_else(|| "–".to_string(), summary_cell);
             println!(
-                "{:<16} {:<10} {:<14} in-domain mse {:.3e}  rel_l2 {:.3e}  adapt mse {:.3e}{purity}",
+                "{:<16} {:<10} {:<14} in-domain mse {}  rel_l2 {}  rel_l2_env {env}  adapt mse {}{purity}",
                 e.name,
                 r.source,
                 r.variant.label(),
-                x.in_domain.mse.mean,
-                x.in_domain.rel_l2.mean,
-                x.adaptation.bulk.mse.mean
+                summary_cell(&x.in_domain.mse),
+                summary_cell(&x.in_domain.rel_l2),
+                summary_cell(&x.adaptation.bulk.mse)
             );
         }
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use mixer_experiments::{BackendJob, DeviceChoice, RunData, eval_run, read_run_config};
+use mixer_experiments::{BackendJob, DeviceChoice, RunData, eval_run, read_run_config, summary_cell};
 
 /// Arguments of `mixer eval`.
 #[derive(Args, Debug)]
@@ -35,8 +35,14 @@ impl BackendJob for Job {
             ("adapt (bulk)", &m.adaptation.bulk),
             ("adapt (seq.)", &m.adaptation.sequential),
         ];
+        println!("{:<14} {:<11} mean ± std (median) over environments", "split", "metric");
         for (name, r) in rows {
-            println!("{name:<14} mse {:.4e} ± {:.2e}   rel_l2 {:.4e}", r.mse.mean, r.mse.std, r.rel_l2.mean);
+            let scores = [("mse", Some(&r.mse)), ("rel_l2", Some(&r.rel_l2)), ("rel_l2_env", r.rel_l2_env.as_ref())];
+            for (i, (metric, s)) in scores.into_iter().enumerate() {
+                let split = if i == 0 { name } else { "" };
+                let cell = s.map_or_else(|| "–".to_string(), summary_cell);
+                println!("{split:<14} {metric:<11} {cell}");
+            }
         }
         if let (Some(p), Some(n)) = (m.routing.purity, m.routing.nmi) {
             println!("routing        purity {p:.3}   nmi {n:.3}");

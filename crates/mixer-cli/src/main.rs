@@ -34,13 +34,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    mixer_experiments::init_logging("warn");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => generate::run(a),

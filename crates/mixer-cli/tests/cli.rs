@@ -119,3 +119,19 @@ fn bad_input_is_a_clear_error() {
     std::fs::remove_file(data.join("test.npz")).unwrap();
     fails_with(EXPERIMENT, &train, "test");
 }
+
+#[test]
+fn log_lines_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("lv");
+    let out = Command::new(env!("CARGO_BIN_EXE_mixer"))
+        .args(["generate", "--system", "lotka-volterra", "--out", path(&data)])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("the mixer binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("generating split"), "info lines reach stderr: {err}");
+    assert!(!err.contains("\x1b["), "ANSI escape codes in piped stderr: {err:?}");
+}

@@ -12,6 +12,12 @@ pub trait Integrator<B: Backend> {
 
     /// The order of accuracy of the method.
     fn order(&self) -> usize;
+
+    /// The integrator as [`Any`](core::any::Any), so that callers can recognise a known method
+    /// (to run it on the host, say); `None` for integrators that do not take part.
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        None
+    }
 }
 
 /// Checks that an output time grid is usable: at least one point, finite, strictly increasing.

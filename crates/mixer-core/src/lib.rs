@@ -13,6 +13,7 @@ mod dataset;
 mod error;
 mod expert;
 mod field;
+mod host_field;
 mod integrator;
 mod routing;
 mod seed;
@@ -22,6 +23,7 @@ pub use dataset::{Dataset, Split, TimeGrid};
 pub use error::{Error, Result, ensure_finite};
 pub use expert::{ContextModel, Expert};
 pub use field::{FnField, VectorField};
+pub use host_field::{HostField, HostFloat};
 pub use integrator::{Integrator, check_times};
 pub use routing::{
     AuxKind, AuxLoss, ExpertGroup, GateUpdate, Granularity, Mode, Router, RouterFeedback, RouterInput, Routing,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use mixer_core::Error;
 use mixer_routers::GateMode;
-use mixer_train::{RouterConfig, RunConfig};
+use mixer_train::{RouterConfig, RunConfig, SubsetRule};
 
 use crate::{ExperimentError, Profile};
 
@@ -53,6 +53,11 @@ impl Variant {
             Variant::SingleExpert => {
                 c.model.context_dim = base.expert_context_dim();
                 c.model.experts = 1;
+                // per-expert subsets: the one expert sees as many environments per step as the
+                // whole mixture does, so both variants roll out the same rows per step
+                if base.train.subsets == SubsetRule::PerExpert {
+                    c.train.subset_size = base.train.subset_size.saturating_mul(base.model.experts);
+                }
             }
         }
         c
@@ -85,7 +90,7 @@ pub struct Experiment {
     pub name: String,
     /// One line on what it shows.
     pub description: String,
-    /// Headline metric: `mse` or `rel_l2`.
+    /// Headline metric: `mse`, `rel_l2` (ODEBench pointwise) or `rel_l2_env` (per environment).
     pub metric: String,
     /// Data to generate (and published data to use).
     pub data: DataSource,
@@ -147,8 +152,9 @@ impl Experiment {
             variants: Vec<Variant>,
         }
         let head: Head = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| bad(e.to_string()))?;
-        if !matches!(head.metric.as_str(), "mse" | "rel_l2") {
-            return Err(Error::config("metric", format!("`mse` or `rel_l2`, got `{}`", head.metric)).into());
+        if !matches!(head.metric.as_str(), "mse" | "rel_l2" | "rel_l2_env") {
+            let got = &head.metric;
+            return Err(Error::config("metric", format!("`mse`, `rel_l2` or `rel_l2_env`, got `{got}`")).into());
         }
         run.validate()?;
         Ok(Self {

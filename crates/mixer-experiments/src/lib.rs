@@ -4,7 +4,8 @@
 //!   x–y series ([`plot::Panel`], [`plot::panel_grid`]) and the dataset overview
 //!   ([`plot::plot_dataset`]: time series and phase portraits per family).
 //! - [`reproduce()`]: the [`Plan`] of published experiments (MIXER.md §6) and the [`Report`]
-//!   that becomes `results/REPORT.md`.
+//!   that becomes `results/REPORT.md`; [`summary_cell`] is how its tables show a score.
+//! - [`init_logging`]: the log subscriber of the `mixer` binary and `cargo xtask`.
 //!
 //! ```
 //! use mixer_experiments::{Plan, Profile};
@@ -20,6 +21,7 @@ mod data;
 mod error;
 mod experiment;
 pub mod figures;
+mod logging;
 pub mod plot;
 mod profile;
 mod report;
@@ -32,7 +34,9 @@ pub use burn::tensor::backend::AutodiffBackend;
 pub use data::RunData;
 pub use error::ExperimentError;
 pub use experiment::{BUILTIN_EXPERIMENTS, DataSource, Experiment, Variant};
+pub use logging::init_logging;
 pub use profile::Profile;
+pub use report::summary_cell;
 pub use reproduce::{
     DatasetRecord, ExperimentRecord, PUBLISHED_DATASETS, Plan, REPRODUCED_EXPERIMENTS, Report, RunRecord, reproduce,
 };

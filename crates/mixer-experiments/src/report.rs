@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use mixer_train::EvalReport;
+use mixer_train::metrics::Summary;
 
 use crate::reproduce::{ExperimentRecord, Report, RunRecord};
 
@@ -12,10 +13,29 @@ pub(crate) fn relative(path: &Path, base: &Path) -> PathBuf {
     path.strip_prefix(base).map(Path::to_path_buf).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// `mean ± std` of the headline metric, in scientific notation.
+/// A score over environments as `mean ± std (median)`, in scientific notation.
+pub fn summary_cell(s: &Summary) -> String {
+    format!("{:.3e} ± {:.1e} ({:.3e})", s.mean, s.std, s.median)
+}
+
+/// `mean ± std (median)` of `metric` (`mse`, `rel_l2` or `rel_l2_env`); `–` where a report
+/// written before `rel_l2_env` existed lacks it.
 fn score(r: &EvalReport, metric: &str) -> String {
-    let s = if metric == "rel_l2" { &r.rel_l2 } else { &r.mse };
-    format!("{:.3e} ± {:.1e}", s.mean, s.std)
+    let s = match metric {
+        "rel_l2" => Some(&r.rel_l2),
+        "rel_l2_env" => r.rel_l2_env.as_ref(),
+        _ => Some(&r.mse),
+    };
+    s.map_or_else(|| "–".to_string(), summary_cell)
+}
+
+/// Column name of a metric.
+fn metric_name(metric: &str) -> &'static str {
+    match metric {
+        "rel_l2" => "relative L2",
+        "rel_l2_env" => "env. relative L2",
+        _ => "MSE",
+    }
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -37,19 +57,23 @@ impl Report {
     }
 
     fn experiment_section(&self, s: &mut String, e: &ExperimentRecord) {
-        let m = if e.metric == "rel_l2" { "relative L2" } else { "MSE" };
+        let m = metric_name(&e.metric);
+        // The environment-normalised relative L2 is shown beside any other headline metric.
+        let env = (e.metric != "rel_l2_env").then(|| metric_name("rel_l2_env"));
         let _ = writeln!(s, "## {}\n\n{}.\n", e.name, e.description);
+        let env_head = env.map_or_else(String::new, |n| format!(" in-domain {n} |"));
         let _ = writeln!(
             s,
-            "| data | model | experts | in-domain {m} | adaptation {m} (bulk) | adaptation {m} (sequential) \
+            "| data | model | experts | in-domain {m} |{env_head} adaptation {m} (bulk) | adaptation {m} (sequential) \
              | purity | NMI | gate refits (skipped) | train s | s / outer step |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|{}---|---|---|---|---|---|---|", if env.is_some() { "---|" } else { "" });
         for r in &e.runs {
             let x = &r.metrics;
+            let env_cell = env.map_or_else(String::new, |_| format!(" {} |", score(&x.in_domain, "rel_l2_env")));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {:.1} | {:.2} |",
+                "| {} | {} | {} | {} |{env_cell} {} | {} | {} | {} | {} ({}) | {:.1} | {:.2} |",
                 r.source,
                 r.variant.label(),
                 r.experts,
@@ -67,7 +91,13 @@ impl Report {
         for note in &e.skipped {
             let _ = writeln!(s, "\n{note}.");
         }
-        let _ = writeln!(s, "\nMean ± std over environments. Figures per run:\n");
+        let _ = writeln!(
+            s,
+            "\nScores are mean ± std (median) over environments. Relative L2 is ODEBench's pointwise \
+             mean of ||ŷ − y||² / ||max(|y|, 1e-6)||² over trajectories and times; env. relative L2 is \
+             ||Ŷ − Y||_F / ||Y||_F over all trajectories, times and dimensions of an environment \
+             (docs/method.md). Figures per run:\n"
+        );
         for r in &e.runs {
             let _ = writeln!(s, "- {} / {}: {}", r.source, r.variant.label(), self.figure_links(r));
         }
@@ -122,5 +152,24 @@ impl Report {
         for d in &self.datasets {
             let _ = writeln!(s, "\n### {}\n\n{}\n\n![{}]({})", d.name, d.description, d.name, self.link(&d.figure));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_show_mean_std_and_median() {
+        // mean 4, population std sqrt(38 / 3) = 3.559, median 2
+        assert_eq!(summary_cell(&Summary::new(vec![1.0, 2.0, 9.0])), "4.000e0 ± 3.6e0 (2.000e0)");
+        // even count: median (2 + 8) / 2 = 5
+        assert_eq!(summary_cell(&Summary::new(vec![8.0, 1.0, 2.0, 100.0])), "2.775e1 ± 4.2e1 (5.000e0)");
+        let s = Summary::new(vec![1.0, 3.0]);
+        let mut r = EvalReport { mse: s.clone(), rel_l2: s.clone(), rel_l2_env: None, mape: s, assignment: vec![] };
+        assert_eq!(score(&r, "rel_l2_env"), "–", "reports written before the metric existed");
+        r.rel_l2_env = Some(Summary::new(vec![0.5]));
+        assert_eq!(score(&r, "rel_l2_env"), "5.000e-1 ± 0.0e0 (5.000e-1)");
+        assert_eq!(score(&r, "mse"), "2.000e0 ± 1.0e0 (2.000e0)");
     }
 }

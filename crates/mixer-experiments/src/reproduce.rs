@@ -132,7 +132,7 @@ pub struct ExperimentRecord {
     pub name: String,
     /// One line on what it shows.
     pub description: String,
-    /// Headline metric (`mse` or `rel_l2`).
+    /// Headline metric (`mse`, `rel_l2` or `rel_l2_env`).
     pub metric: String,
     /// Trained runs.
     pub runs: Vec<RunRecord>,
@@ -373,6 +373,8 @@ mod tests {
         let md = std::fs::read_to_string(report.write(dir.path()).unwrap()).unwrap();
         assert!(md.contains("| generated | MixER | 3 |"), "{md}");
         assert!(md.contains("| generated | one expert | 1 |"), "{md}");
+        assert!(md.contains("in-domain MSE | in-domain env. relative L2 |"), "{md}");
+        assert!(md.contains("mean ± std (median) over environments"), "{md}");
         assert!(
             md.contains("| lotka-volterra | 1 | [9, 4, 20, 2] | [9, 32, 20, 2] | [4, 1, 20, 2] | [4, 32, 20, 2] |")
         );

@@ -7,6 +7,8 @@
 //! [`AnyExpert`] holds any of them. [`HierShPlrnn`] is the sequence expert for time series.
 //! [`MixtureOfExperts`] holds `K` experts with context splitting and rolls trajectories out under
 //! a [`mixer_core::Routing`], integrating each expert only on the rows routed to it.
+//! [`AnyExpert::freeze`] gives a gradient-free host copy of an expert ([`FrozenExpert`], GEPS
+//! so far) whose [`mixer_core::HostField`] runs on `mixer-ode`'s host solvers.
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -27,6 +29,9 @@
 mod coda;
 mod config;
 mod geps;
+mod geps_host;
+mod host_expert;
+mod host_kernel;
 mod moe;
 mod ncf;
 mod plrnn;
@@ -35,6 +40,9 @@ mod swish;
 pub use coda::{CodaConfig, CodaExpert};
 pub use config::{AnyExpert, ExpertConfig};
 pub use geps::{GepsConfig, GepsExpert};
+pub use geps_host::{FrozenGeps, GepsHostField};
+pub use host_expert::FrozenExpert;
+pub use host_kernel::{HostKernel, MatRef};
 pub use moe::{MixtureOfExperts, Rows};
 pub use ncf::{NcfConfig, NcfExpert, geometric_widths};
 pub use plrnn::{HierShPlrnn, HierShPlrnnConfig, PlrnnParams};

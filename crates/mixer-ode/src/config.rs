@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use mixer_core::{Error, Integrator};
 
-use crate::{Euler, Interpolation, OdeError, Rk4, StepController, Tsit5};
+use crate::{Euler, HostSolver, Interpolation, OdeError, Rk4, StepController, Tsit5};
 
 /// A differentiable solver as written in experiment files (`method = "rk4" | "euler" | "tsit5"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,11 +58,21 @@ impl SolverConfig {
 
     /// Builds the solver after validation.
     pub fn build<B: Backend>(&self) -> Result<Box<dyn Integrator<B>>, OdeError> {
+        Ok(match self.build_host()? {
+            HostSolver::Euler(m) => Box::new(m),
+            HostSolver::Rk4(m) => Box::new(m),
+            HostSolver::FixedTsit5(m) => Box::new(m),
+            HostSolver::Tsit5(m) => Box::new(m),
+        })
+    }
+
+    /// Builds the same method, after validation, to run on host buffers (no gradient).
+    pub fn build_host(&self) -> Result<HostSolver, OdeError> {
         self.validate()?;
         Ok(match *self {
-            SolverConfig::Euler { substeps } => Box::new(Euler { substeps }),
-            SolverConfig::Rk4 { substeps } => Box::new(Rk4 { substeps }),
-            SolverConfig::Tsit5 { rtol, atol, initial_step, max_steps } => Box::new(Tsit5 {
+            SolverConfig::Euler { substeps } => HostSolver::Euler(Euler { substeps }),
+            SolverConfig::Rk4 { substeps } => HostSolver::Rk4(Rk4 { substeps }),
+            SolverConfig::Tsit5 { rtol, atol, initial_step, max_steps } => HostSolver::Tsit5(Tsit5 {
                 controller: StepController::new(rtol, atol),
                 initial_step,
                 max_steps,
@@ -83,6 +93,9 @@ mod tests {
         for ok in [SolverConfig::Euler { substeps: 1 }, SolverConfig::Rk4 { substeps: 4 }, tsit5.clone()] {
             let built = ok.build::<NdArray<f64>>().unwrap();
             assert!(built.order() >= 1);
+            let host = ok.build_host().unwrap();
+            assert_eq!(host.order(), built.order());
+            assert_eq!(HostSolver::from_integrator(built.as_ref()), Some(host));
         }
         let bad = [
             SolverConfig::Euler { substeps: 0 },
@@ -95,6 +108,7 @@ mod tests {
         for cfg in bad {
             assert!(cfg.validate().is_err(), "{cfg:?}");
             assert!(cfg.build::<NdArray<f64>>().is_err(), "{cfg:?}");
+            assert!(cfg.build_host().is_err(), "{cfg:?}");
         }
     }
 }

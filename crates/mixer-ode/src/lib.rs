@@ -6,6 +6,9 @@
 //! - [`reference::ReferenceSolver`], diffsol's Tsit45, BDF and ESDIRK34 in f64, for data
 //!   generation and ground truth.
 //!
+//! Each of them also runs on host buffers without autodiff, as a [`HostSolver`] over a
+//! [`HostField`] (gate refits, evaluation): same algorithm, no per-operation tensor dispatch.
+//!
 //! A method is a [`Tableau`] plus shared Runge–Kutta code. When a field closes over
 //! autodiff parameters, hand it the views of [`anchor_module`] / [`anchor_tensor`], made once
 //! per rollout, so that recording the rollout stays linear in its length (see [`mixer_core::anchor`]).
@@ -28,13 +31,18 @@
 //! ```
 
 mod config;
+mod host_solver;
+mod host_stepping;
+mod host_tsit5;
 pub mod reference;
 mod runge_kutta;
 mod tableau;
 mod tsit5;
 
 pub use config::SolverConfig;
+pub use host_solver::HostSolver;
 pub use mixer_core::anchor::{anchor_module, anchor_tensor};
+pub use mixer_core::{HostField, HostFloat};
 pub use reference::{FnSystem, OdeSystem, ReferenceMethod, ReferenceSolver};
 pub use runge_kutta::{Euler, FixedTsit5, Rk4};
 pub use tableau::Tableau;

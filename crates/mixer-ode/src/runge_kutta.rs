@@ -95,6 +95,10 @@ impl<B: Backend> Integrator<B> for Euler {
     fn order(&self) -> usize {
         1
     }
+
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
+    }
 }
 
 impl<B: Backend> Integrator<B> for Rk4 {
@@ -104,6 +108,10 @@ impl<B: Backend> Integrator<B> for Rk4 {
 
     fn order(&self) -> usize {
         4
+    }
+
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
     }
 }
 
@@ -121,5 +129,9 @@ impl<B: Backend> Integrator<B> for FixedTsit5 {
 
     fn order(&self) -> usize {
         5
+    }
+
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
     }
 }

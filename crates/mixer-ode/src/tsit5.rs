@@ -52,7 +52,8 @@ impl StepController {
         Ok(())
     }
 
-    fn factor(&self, norm: f64, order: usize) -> f64 {
+    /// Step-size factor after a step with error norm `norm` of a method of order `order`.
+    pub(crate) fn factor(&self, norm: f64, order: usize) -> f64 {
         if norm == 0.0 {
             return self.factor_max;
         }
@@ -209,5 +210,9 @@ impl<B: Backend> Integrator<B> for Tsit5 {
 
     fn order(&self) -> usize {
         5
+    }
+
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
     }
 }

@@ -111,8 +111,11 @@ pub struct TrainConfig {
     pub lr_drop_at: Vec<f64>,
     /// Proximal coefficient `beta` of both blocks.
     pub proximal_beta: f64,
-    /// Environments per meta-loss subset `C`.
+    /// Environments per meta-loss subset `C` (per expert with [`SubsetRule::PerExpert`]).
     pub subset_size: usize,
+    /// How the environments of an inner step are chosen (published: one nearest subset).
+    #[serde(default)]
+    pub subsets: SubsetRule,
     /// Weight environments by `softmax(L)` instead of averaging.
     pub self_reweight: bool,
     /// Gate refit after inner step `i` when `i % gate_update_every == 0`.
@@ -129,6 +132,19 @@ pub struct TrainConfig {
     pub optimizer: AdaBeliefConfig,
     /// Integrator for training and evaluation.
     pub solver: SolverConfig,
+}
+
+/// How an inner step chooses its environments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubsetRule {
+    /// One subset: `subset_size` environments nearest to a random anchor (MixER as published).
+    #[default]
+    Nearest,
+    /// One nearest subset of `subset_size` inside each expert's environments (top-1 routing);
+    /// the meta loss sums the experts' meta losses, so every expert trains at every step as if
+    /// it were alone (docs/method.md).
+    PerExpert,
 }
 
 /// Fitting contexts of new environments with the model frozen (MIXER.md §5).

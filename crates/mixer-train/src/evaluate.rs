@@ -8,16 +8,20 @@ use mixer_core::{Dataset, Integrator, Mode, Seeds};
 
 use crate::TrainError;
 use crate::batch::{Batch, Window};
-use crate::metrics::{Summary, mape, mse, rel_l2};
+use crate::metrics::{Summary, mape, mse, rel_l2, rel_l2_env};
 use crate::model::{HostRouter, Theta, route};
 
-/// Scores of one split, each a mean ± std over environments.
+/// Scores of one split, each a mean ± std and median over environments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     /// Mean squared error.
     pub mse: Summary,
-    /// ODEBench relative L2.
+    /// ODEBench relative L2 (pointwise: explodes where the truth nears zero).
     pub rel_l2: Summary,
+    /// Environment relative L2 `||Y^ - Y||_F / ||Y||_F` ([`crate::metrics::rel_l2_env`]); absent
+    /// from reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rel_l2_env: Option<Summary>,
     /// Mean absolute percentage error (entries with |y| > 1e-3).
     pub mape: Summary,
     /// Expert chosen for each environment.
@@ -62,7 +66,7 @@ pub fn score(pred: &Array4<f64>, data: &Dataset, assignment: Vec<usize>) -> Eval
     let per = |f: fn(ndarray::ArrayView3<f64>, ndarray::ArrayView3<f64>) -> f64| {
         Summary::new((0..data.num_envs()).map(|e| f(pred.slice(s![e, .., .., ..]), data.env(e))).collect())
     };
-    EvalReport { mse: per(mse), rel_l2: per(rel_l2), mape: per(mape), assignment }
+    EvalReport { mse: per(mse), rel_l2: per(rel_l2), rel_l2_env: Some(per(rel_l2_env)), mape: per(mape), assignment }
 }
 
 /// Predicts and scores a split.
@@ -81,4 +85,27 @@ fn dedup(envs: &[usize]) -> Vec<usize> {
     let mut v = envs.to_vec();
     v.dedup();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_written_before_the_env_metric_and_medians_still_parse() {
+        let old = r#"{
+            "mse": {"mean": 2.0, "std": 1.0, "per_env": [1.0, 3.0]},
+            "rel_l2": {"mean": 5.0, "std": 4.0, "per_env": [1.0, 9.0]},
+            "mape": {"mean": 0.5, "std": 0.0, "per_env": [0.5, 0.5]},
+            "assignment": [0, 1]
+        }"#;
+        let r: EvalReport = serde_json::from_str(old).unwrap();
+        assert_eq!((r.mse.median, r.rel_l2.median, r.rel_l2_env.as_ref()), (2.0, 5.0, None));
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("rel_l2_env"), "{json}");
+        let mut new = r.clone();
+        new.rel_l2_env = Some(Summary::new(vec![0.1, 0.3]));
+        let back: EvalReport = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+    }
 }

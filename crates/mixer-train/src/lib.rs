@@ -13,6 +13,7 @@ pub mod checkpoint;
 mod config;
 mod evaluate;
 mod expert_losses;
+mod fused_losses;
 mod loss;
 pub mod metrics;
 mod model;
@@ -25,15 +26,17 @@ pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
 pub use adapt::{AdaptMode, adapt};
 pub use atomic::{read_json, write_atomic, write_json};
 pub use config::{
-    AdaptConfig, ContextStart, DataOptions, KMeansSettings, ModelConfig, RouterConfig, RunConfig, TrainConfig,
+    AdaptConfig, ContextStart, DataOptions, KMeansSettings, ModelConfig, RouterConfig, RunConfig, SubsetRule,
+    TrainConfig,
 };
 pub use evaluate::{EvalReport, evaluate, predict, score};
-pub use expert_losses::{constant_routing, expert_loss_matrix};
+pub use expert_losses::{constant_routing, expert_loss_matrix, generic_expert_loss_matrix};
+pub use fused_losses::fused_expert_loss_matrix;
 pub use loss::{aux_total, env_losses, meta_loss};
 pub use model::{HostRouter, HostRouterState, MixerModel, Theta, assignment, route};
 pub use proximal::{flat_params, proximal_term};
 pub use schedule::PiecewiseLr;
-pub use subset::{nearest_subset, subset_around};
+pub use subset::{nearest_subset, per_expert_subsets, subset_around};
 pub use trainer::{OuterRecord, TrainState, Trainer};
 
 /// Errors of training, adaptation and evaluation.

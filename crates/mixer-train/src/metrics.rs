@@ -1,7 +1,8 @@
 //! Reconstruction and routing metrics (MIXER.md §5), computed on host arrays.
 //!
 //! Trajectory metrics take predictions and truths of one environment, `[trajs, steps, dim]`,
-//! and return one number per environment; [`Summary`] gives the mean ± std over environments.
+//! and return one number per environment; [`Summary`] gives the mean ± std and the median over
+//! environments.
 
 use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,20 @@ pub fn rel_l2(pred: ArrayView3<f64>, truth: ArrayView3<f64>) -> f64 {
     total / (trajs * steps).max(1) as f64
 }
 
+/// Truth RMS below which [`rel_l2_env`] reports the absolute RMSE instead of a ratio.
+pub const REL_L2_ENV_FLOOR: f64 = 1e-6;
+
+/// Environment relative L2: `sqrt(sum ||y^ - y||^2 / sum ||y||^2)`, both sums over every
+/// trajectory, time and dimension of the environment (`||Y^ - Y||_F / ||Y||_F`). When the truth's
+/// RMS `sqrt(sum ||y||^2 / n)` is at most [`REL_L2_ENV_FLOOR`] (a truth resting at the origin) the
+/// ratio is undefined and the RMSE `sqrt(sum ||y^ - y||^2 / n)` is returned (unit scale).
+pub fn rel_l2_env(pred: ArrayView3<f64>, truth: ArrayView3<f64>) -> f64 {
+    let n = pred.len().max(1) as f64;
+    let err: f64 = pred.iter().zip(truth.iter()).map(|(p, t)| (p - t).powi(2)).sum();
+    let energy: f64 = truth.iter().map(|t| t * t).sum();
+    if energy > n * REL_L2_ENV_FLOOR * REL_L2_ENV_FLOOR { (err / energy).sqrt() } else { (err / n).sqrt() }
+}
+
 /// Mean absolute percentage error (NCF), ignoring entries with `|y| <= 1e-3`.
 pub fn mape(pred: ArrayView3<f64>, truth: ArrayView3<f64>) -> f64 {
     let (sum, count) = pred
@@ -40,15 +55,47 @@ pub fn mape(pred: ArrayView3<f64>, truth: ArrayView3<f64>) -> f64 {
     if count == 0 { 0.0 } else { sum / count as f64 }
 }
 
-/// Mean and population standard deviation of per-environment values.
+/// Median of `values`: the middle value, or the mean of the two middle ones for an even count
+/// (0 when empty, like the mean of [`Summary`]).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// Mean, population standard deviation and median of per-environment values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SummaryFields")]
 pub struct Summary {
     /// Mean over environments.
     pub mean: f64,
     /// Standard deviation over environments (population).
     pub std: f64,
+    /// Median over environments (computed from `per_env` when an older file lacks it).
+    pub median: f64,
     /// The per-environment values.
     pub per_env: Vec<f64>,
+}
+
+/// [`Summary`] as stored; files written before the median was added lack it.
+#[derive(Deserialize)]
+struct SummaryFields {
+    mean: f64,
+    std: f64,
+    #[serde(default)]
+    median: Option<f64>,
+    per_env: Vec<f64>,
+}
+
+impl From<SummaryFields> for Summary {
+    fn from(f: SummaryFields) -> Self {
+        let median = f.median.unwrap_or_else(|| median(&f.per_env));
+        Self { mean: f.mean, std: f.std, median, per_env: f.per_env }
+    }
 }
 
 impl Summary {
@@ -57,7 +104,7 @@ impl Summary {
         let n = per_env.len().max(1) as f64;
         let mean = per_env.iter().sum::<f64>() / n;
         let std = (per_env.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-        Self { mean, std, per_env }
+        Self { mean, std, median: median(&per_env), per_env }
     }
 }
 
@@ -126,7 +173,70 @@ mod tests {
         // only 1.0 and 2.0 count: |2-1|/1 = 1, 0 -> mean 0.5
         assert!((mape(pred.view(), truth.view()) - 0.5).abs() < 1e-15);
         let s = Summary::new(vec![1.0, 3.0]);
-        assert_eq!((s.mean, s.std), (2.0, 1.0));
+        assert_eq!((s.mean, s.std, s.median), (2.0, 1.0, 2.0));
+    }
+
+    #[test]
+    fn env_relative_l2_matches_hand_values() {
+        // two trajectories, two times, two dims; errors 1, 0, 0, -2 | 0, 0, 2, 0
+        let truth = Array3::from_shape_vec((2, 2, 2), vec![3.0, 4.0, 0.0, 0.0, 1.0, 2.0, 2.0, 0.0]).unwrap();
+        let pred = Array3::from_shape_vec((2, 2, 2), vec![4.0, 4.0, 0.0, -2.0, 1.0, 2.0, 4.0, 0.0]).unwrap();
+        // sum e^2 = 1 + 4 + 4 = 9, sum y^2 = 9 + 16 + 1 + 4 + 4 = 34
+        assert!((rel_l2_env(pred.view(), truth.view()) - (9.0f64 / 34.0).sqrt()).abs() < 1e-15);
+        assert_eq!(rel_l2_env(truth.view(), truth.view()), 0.0);
+        // a truth resting at the origin: the RMSE sqrt(8 * 0.25 / 8) = 0.5
+        let zero = Array3::<f64>::zeros((2, 2, 2));
+        let off = Array3::from_elem((2, 2, 2), 0.5);
+        assert!((rel_l2_env(off.view(), zero.view()) - 0.5).abs() < 1e-15);
+        // just above the floor the ratio is used: RMS of the truth 2e-6, error RMS 1e-6 -> 0.5
+        let tiny = Array3::from_elem((1, 2, 1), 2e-6);
+        let near = Array3::from_elem((1, 2, 1), 3e-6);
+        assert!((rel_l2_env(near.view(), tiny.view()) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[4.0, 1.0, 10.0, 2.0]), 3.0);
+        assert_eq!(median(&[7.0]), 7.0);
+        assert_eq!(median(&[]), 0.0);
+        let s = Summary::new(vec![1.0, 2.0, 9.0]);
+        assert_eq!((s.mean, s.median), (4.0, 2.0));
+        let s = Summary::new(vec![8.0, 1.0, 2.0, 100.0]);
+        assert_eq!((s.mean, s.median), (27.75, 5.0));
+    }
+
+    #[test]
+    fn summaries_written_without_a_median_read_back_with_one() {
+        let old = r#"{"mean": 4.0, "std": 3.559026084010437, "per_env": [1.0, 2.0, 9.0]}"#;
+        let s: Summary = serde_json::from_str(old).unwrap();
+        assert_eq!((s.mean, s.median, s.per_env.len()), (4.0, 2.0, 3));
+        let back: Summary = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn env_relative_l2_stays_bounded_where_the_pointwise_one_explodes() {
+        // Environment A: truth of order 1, 1 % error. Environment B (as in a Sel'kov run): the truth
+        // decays to ~1e-8 at later times while the prediction keeps an error of 1e-3.
+        let steps = 20;
+        let decay = |k: usize| 10f64.powf(-8.0 * k as f64 / (steps - 1) as f64);
+        let truth_a = Array3::from_shape_fn((2, steps, 2), |(_, k, _)| 1.0 + 0.1 * k as f64);
+        let pred_a = truth_a.mapv(|y| 1.01 * y);
+        let truth_b = Array3::from_shape_fn((2, steps, 2), |(_, k, _)| decay(k));
+        let pred_b = truth_b.mapv(|y| y + 1e-3);
+        let pointwise =
+            Summary::new(vec![rel_l2(pred_a.view(), truth_a.view()), rel_l2(pred_b.view(), truth_b.view())]);
+        let robust =
+            Summary::new(vec![rel_l2_env(pred_a.view(), truth_a.view()), rel_l2_env(pred_b.view(), truth_b.view())]);
+        // A: pointwise 1e-4 and env-normalised 1e-2 exactly
+        assert!((pointwise.per_env[0] - 1e-4).abs() < 1e-12 && (robust.per_env[0] - 1e-2).abs() < 1e-12);
+        // B: the late times, where |y| ~ 1e-8 (floored at 1e-6), give ratios up to 1e-6 / 1e-12 = 1e6
+        assert!(pointwise.per_env[1] > 1e5 && pointwise.mean > 1e5, "{pointwise:?}");
+        // the environment's energy is dominated by its early times: sum e^2 = 80e-6, sum y^2 > 4
+        let want_b = (80.0 * 1e-6 / truth_b.iter().map(|y| y * y).sum::<f64>()).sqrt();
+        assert!((robust.per_env[1] - want_b).abs() < 1e-12 && robust.per_env[1] < 5e-3, "{robust:?}");
+        assert!(robust.mean < 1e-2, "{robust:?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
@@ -21,7 +21,10 @@ use crate::checkpoint::{self, load_module, load_record, save_module, save_record
 use crate::expert_losses::expert_loss_matrix;
 use crate::loss::{aux_total, env_losses, meta_loss};
 use crate::model::{HostRouter, MixerModel, Theta, route};
-use crate::{AdaBelief, PiecewiseLr, RunConfig, TrainError, flat_params, nearest_subset, proximal_term};
+use crate::{
+    AdaBelief, PiecewiseLr, RunConfig, SubsetRule, TrainError, flat_params, nearest_subset, per_expert_subsets,
+    proximal_term,
+};
 
 /// Losses and timing of one outer step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +58,9 @@ pub struct TrainState {
     pub best: Option<(usize, f64)>,
     /// Seconds spent training (summed over resumed sessions).
     pub train_seconds: f64,
+    /// Environment rollouts left out of a training step because they diverged.
+    #[serde(default)]
+    pub diverged_rollouts: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,11 +230,42 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let theta = frozen_theta.as_ref().unwrap_or(&self.model.theta);
         let routing = route(theta, &self.host, contexts.clone(), Mode::Train, rng)?;
-        let subset = nearest_subset(&to_array2(contexts.clone().detach()), t.subset_size, rng);
+        let host_contexts = to_array2(contexts.clone().detach());
+        let mut parts = match t.subsets {
+            SubsetRule::Nearest => vec![nearest_subset(&host_contexts, t.subset_size, rng)],
+            SubsetRule::PerExpert => {
+                per_expert_subsets(&host_contexts, &routing.top1(), self.config.model.experts, t.subset_size, rng)
+            }
+        };
         let window = Window::random(self.train.num_steps(), t.window_fraction, rng);
-        let batch = Batch::<B>::new(&self.train, &subset, window, None, &self.device);
-        let mut losses = env_losses(theta, self.integrator.as_ref(), &routing, contexts.clone(), &batch)
-            .map_err(|e| name_envs(e, &subset))?;
+        // An environment whose rollout diverges (early, a context routed to an expert that does
+        // not fit it yet) is dropped from this step and counted, so that the others still train
+        // and the next gate refit (which scores it as the worst loss) can move it.
+        let (mut losses, subset) = loop {
+            let subset = parts.concat();
+            if subset.is_empty() {
+                return Err(Error::NonFiniteData {
+                    what: "training loss: the rollouts of every environment of the step diverged".into(),
+                    index: step,
+                }
+                .into());
+            }
+            let batch = Batch::<B>::new(&self.train, &subset, window, None, &self.device);
+            let losses = env_losses(theta, self.integrator.as_ref(), &routing, contexts.clone(), &batch)
+                .map_err(|e| name_envs(e, &subset))?;
+            let values = mixer_core::host::to_vec(losses.clone().detach());
+            let diverged: Vec<usize> =
+                subset.iter().zip(&values).filter(|(_, l)| !l.is_finite()).map(|(&e, _)| e).collect();
+            if diverged.is_empty() {
+                break (losses, subset);
+            }
+            warn!(step, envs = ?diverged, "rollouts diverged; environments left out of this step");
+            self.state.diverged_rollouts += diverged.len();
+            for p in &mut parts {
+                p.retain(|e| !diverged.contains(e));
+            }
+            parts.retain(|p| !p.is_empty());
+        };
         if t.context_l1 > 0.0 {
             let idx = Tensor::<B, 1, Int>::from_data(
                 TensorData::new(subset.iter().map(|&e| e as i64).collect::<Vec<_>>(), [subset.len()]),
@@ -237,7 +274,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             let l1 = contexts.select(0, idx).abs().mean_dim(1).reshape([-1]);
             losses = losses + l1.mul_scalar(t.context_l1);
         }
-        let mut loss = meta_loss(losses, t.self_reweight) + aux_total(&routing, &self.device);
+        let mut loss = split_meta_loss(losses, &parts, t.self_reweight) + aux_total(&routing, &self.device);
         loss = match block {
             Block::Context => loss + proximal_term(&self.model.contexts, snapshot, t.proximal_beta),
             Block::Model => loss + proximal_term(&self.model.theta, snapshot, t.proximal_beta),
@@ -363,6 +400,21 @@ impl<B: AutodiffBackend> Trainer<B> {
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
     }
+}
+
+/// The sum of the meta losses of consecutive parts of `losses` (one part per subset, in order).
+fn split_meta_loss<B: Backend>(losses: Tensor<B, 1>, parts: &[Vec<usize>], self_reweight: bool) -> Tensor<B, 1> {
+    let mut start = 0;
+    let mut total: Option<Tensor<B, 1>> = None;
+    for part in parts {
+        let l = meta_loss(losses.clone().narrow(0, start, part.len()), self_reweight);
+        start += part.len();
+        total = Some(match total {
+            Some(acc) => acc + l,
+            None => l,
+        });
+    }
+    total.unwrap_or_else(|| losses.sum().mul_scalar(0.0))
 }
 
 /// Adds the environments of a failing batch to a solver error.

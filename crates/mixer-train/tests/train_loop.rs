@@ -7,7 +7,7 @@ use mixer_ode::{FnSystem, ReferenceMethod, ReferenceSolver, SolverConfig};
 use mixer_routers::{ClusterCount, EmptyCluster, KMeansInit, Matching};
 use mixer_train::{
     AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, ModelConfig, RouterConfig,
-    RunConfig, TrainConfig, TrainError, Trainer, adapt, evaluate,
+    RunConfig, SubsetRule, TrainConfig, TrainError, Trainer, adapt, evaluate,
 };
 use ndarray::Array4;
 
@@ -68,6 +68,7 @@ fn config(outer: usize) -> RunConfig {
             lr_drop_at: vec![1.0 / 3.0, 2.0 / 3.0],
             proximal_beta: 10.0,
             subset_size: 4,
+            subsets: SubsetRule::Nearest,
             self_reweight: true,
             gate_update_every: 2,
             gate_loss_trajs: None,
@@ -170,5 +171,42 @@ fn bad_configs_are_clear_errors() {
     let mut c = config(1);
     c.train.solver = SolverConfig::Rk4 { substeps: 0 };
     assert!(c.validate().is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Mean squared deviation of every trajectory from its own time average: the error of the best
+/// constant prediction, which a model that learned no dynamics cannot beat.
+fn temporal_variance(data: &Dataset) -> f64 {
+    let (envs, trajs, steps, dim) = data.x.dim();
+    let mut total = 0.0;
+    for e in 0..envs {
+        for j in 0..trajs {
+            for d in 0..dim {
+                let mean = (0..steps).map(|k| data.x[[e, j, k, d]]).sum::<f64>() / steps as f64;
+                total += (0..steps).map(|k| (data.x[[e, j, k, d]] - mean).powi(2)).sum::<f64>();
+            }
+        }
+    }
+    total / (envs * trajs * steps * dim) as f64
+}
+
+#[test]
+fn training_learns_dynamics_not_a_constant() {
+    // regression guard: a few hundred steps on two families must fit the trajectories far better
+    // than any constant (a model that decays to a fixed point scores about 1 here)
+    let device = Default::default();
+    let train = data(2, &train_params());
+    let mut c = config(40);
+    c.train.subsets = SubsetRule::PerExpert;
+    c.train.subset_size = 3;
+    c.train.checkpoint_every = 40;
+    let dir = tmp("learns");
+    let mut t = Trainer::<B>::new(c, train.clone(), Seeds::new(3), &dir, false, &device).unwrap().with_progress(false);
+    t.run().unwrap();
+    let valid = burn::module::AutodiffModule::valid(&t.model);
+    let integ = SolverConfig::Rk4 { substeps: 1 }.build::<NdArray<f64>>().unwrap();
+    let (report, _) = evaluate(&valid.theta, &t.host, integ.as_ref(), valid.contexts.contexts(), &train).unwrap();
+    let ratio = report.mse.mean / temporal_variance(&train);
+    assert!(ratio < 0.05, "in-domain MSE is {ratio:.3} of the trajectories' temporal variance");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -126,6 +126,18 @@ mod tests {
             (0..12).map(|i| vec![(i / 4) as f64 + 0.1 * (i % 4) as f64, 0.3 * i as f64, 1.0]).collect();
         let fam: Vec<usize> = (0..12).map(|i| i / 4).collect();
         let path = plot_contexts(&dir.path().join("c.png"), &ctx, Some(&fam), &fam, &ctx[..2]).unwrap();
-        assert!(std::fs::metadata(path).unwrap().len() > 1000);
+        assert!(std::fs::metadata(&path).unwrap().len() > 1000);
+        // Legends sit in a column beside each panel's axes: the figure is wider than two
+        // 520-pixel panels by twice the widest legend ("new (adapted)").
+        let png = std::fs::read(&path).unwrap();
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let expert_panel = Panel {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            series: vec![Series { label: "new (adapted)".into(), points: vec![], color: 0, stroke: Stroke::Points }],
+        };
+        let legend = crate::plot::legend_width(&expert_panel, 440);
+        assert!(legend > 60 && width == 2 * (520 + legend), "{width} {legend}");
     }
 }

@@ -1,6 +1,7 @@
 //! PNG figures with plotters: generic panels of x–y series (time series, phase portraits) laid
-//! out on a grid, and the dataset overview built on them. Text is rendered with an embedded
-//! DejaVu Sans Condensed font through `ab_glyph`, so no system font library is needed.
+//! out on a grid, legends beside the axes, and the dataset overview built on them. Text is
+//! rendered with an embedded DejaVu Sans Condensed font through `ab_glyph`, so no system font
+//! library is needed.
 
 mod contexts;
 mod dataset;
@@ -10,6 +11,7 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::ExperimentError;
 
@@ -82,15 +84,68 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Draws one panel into `area`.
+/// Legend text size in points.
+const LEGEND_FONT: u32 = 11;
+/// Height of one legend row in pixels.
+const LEGEND_ROW: u32 = 16;
+/// Width of a legend marker and the gap before its text.
+const LEGEND_MARKER: u32 = 22;
+/// Padding around the legend and between its columns.
+const LEGEND_PAD: u32 = 6;
+/// Top of the legend: below the panel caption, level with the plotting area.
+const LEGEND_TOP: u32 = 30;
+
+/// The series of `panel` that have a legend entry.
+fn legend_entries(panel: &Panel) -> Vec<&Series> {
+    panel.series.iter().filter(|s| !s.label.is_empty()).collect()
+}
+
+/// Rows of legend that fit in a panel `height` pixels tall (at least one).
+fn legend_rows(height: u32) -> usize {
+    (height.saturating_sub(LEGEND_TOP + 2 * LEGEND_PAD) / LEGEND_ROW).max(1) as usize
+}
+
+/// Width in pixels of the legend column beside `panel` when it is `height` pixels tall: entries
+/// run down, then on to a further column when they do not fit (0 without legend entries).
+pub fn legend_width(panel: &Panel, height: u32) -> u32 {
+    ensure_font();
+    let entries = legend_entries(panel);
+    if entries.is_empty() {
+        return 0;
+    }
+    let font = ("sans-serif", LEGEND_FONT).into_font();
+    let text = entries
+        .iter()
+        .map(|s| font.box_size(&s.label).map_or(7 * s.label.chars().count() as u32, |(w, _)| w))
+        .max()
+        .unwrap_or(0);
+    let cols = entries.len().div_ceil(legend_rows(height)) as u32;
+    LEGEND_PAD + cols * (LEGEND_MARKER + text + LEGEND_PAD) + LEGEND_PAD
+}
+
+/// Draws one panel into `area`, its legend (if any) in a column to the right of the axes.
 pub fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     panel: &Panel,
     path: &Path,
 ) -> Result<(), ExperimentError> {
+    draw_panel_beside(area, panel, path, legend_width(panel, area.dim_in_pixel().1))
+}
+
+/// [`draw_panel`] with a legend column `legend` pixels wide (none when the panel has no entries).
+fn draw_panel_beside<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    panel: &Panel,
+    path: &Path,
+    legend: u32,
+) -> Result<(), ExperimentError> {
+    let entries = legend_entries(panel);
+    let (width, _) = area.dim_in_pixel();
+    let legend = if entries.is_empty() { 0 } else { legend.min(width / 2) };
+    let (plot_area, legend_area) = area.split_horizontally(width - legend);
     let (x0, x1) = bounds(panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let (y0, y1) = bounds(panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-    let mut chart = ChartBuilder::on(area)
+    let mut chart = ChartBuilder::on(&plot_area)
         .caption(&panel.title, ("sans-serif", 15))
         .margin(8)
         .x_label_area_size(32)
@@ -108,40 +163,57 @@ pub fn draw_panel<DB: DrawingBackend>(
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| draw_err(path, e))?;
-    let mut legend = false;
     for s in &panel.series {
         let color = Palette99::pick(s.color).to_rgba();
         let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-        let drawn = match s.stroke {
+        match s.stroke {
             Stroke::Solid => chart.draw_series(LineSeries::new(pts, color.stroke_width(2))),
             Stroke::Dashed => chart.draw_series(DashedLineSeries::new(pts, 6, 4, color.stroke_width(2))),
             Stroke::Points => chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled()))),
         }
         .map_err(|e| draw_err(path, e))?;
-        if !s.label.is_empty() {
-            legend = true;
-            let entry = drawn.label(&s.label);
-            if s.stroke == Stroke::Points {
-                entry.legend(move |(x, y)| Circle::new((x + 8, y), 3, color.filled()));
-            } else {
-                entry.legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
-            }
-        }
     }
-    if legend {
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 11))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.4))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
+    if legend > 0 {
+        draw_legend(&legend_area, &entries, path)?;
+    }
+    Ok(())
+}
+
+/// Draws legend entries (marker and label) down columns of `area`, inside a thin frame.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[&Series],
+    path: &Path,
+) -> Result<(), ExperimentError> {
+    let (width, height) = area.dim_in_pixel();
+    let rows = legend_rows(height);
+    let cols = entries.len().div_ceil(rows);
+    let col_width = (width.saturating_sub(LEGEND_PAD) / cols.max(1) as u32) as i32;
+    let shown_rows = entries.len().min(rows) as i32;
+    let (pad, row, top) = (LEGEND_PAD as i32, LEGEND_ROW as i32, LEGEND_TOP as i32);
+    let frame = [(1, top), (width as i32 - pad, top + shown_rows * row + pad)];
+    area.draw(&Rectangle::new(frame, BLACK.mix(0.4))).map_err(|e| draw_err(path, e))?;
+    let style = TextStyle::from(("sans-serif", LEGEND_FONT).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, s) in entries.iter().enumerate() {
+        let (c, r) = ((i / rows) as i32, (i % rows) as i32);
+        let (x, y) = (pad + c * col_width, top + pad / 2 + r * row + row / 2);
+        let color = Palette99::pick(s.color).to_rgba();
+        let drawn = match s.stroke {
+            Stroke::Points => area.draw(&Circle::new((x + 8, y), 3, color.filled())),
+            Stroke::Solid => area.draw(&PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))),
+            Stroke::Dashed => area
+                .draw(&PathElement::new(vec![(x, y), (x + 6, y)], color.stroke_width(2)))
+                .and_then(|_| area.draw(&PathElement::new(vec![(x + 10, y), (x + 16, y)], color.stroke_width(2)))),
+        };
+        drawn.map_err(|e| draw_err(path, e))?;
+        area.draw(&Text::new(s.label.clone(), (x + LEGEND_MARKER as i32, y), style.clone()))
             .map_err(|e| draw_err(path, e))?;
     }
     Ok(())
 }
 
-/// Writes `panels` as a PNG grid with `cols` columns under a title; returns the path.
+/// Writes `panels` as a PNG grid with `cols` columns under a title, each panel's legend in a
+/// column to the right of its axes; returns the path.
 pub fn panel_grid(
     path: &Path,
     title: &str,
@@ -155,14 +227,16 @@ pub fn panel_grid(
     }
     let cols = cols.clamp(1, panels.len().max(1));
     let rows = panels.len().div_ceil(cols).max(1);
-    let size = (cell.0 * cols as u32, 44 + cell.1 * rows as u32);
+    // Cells grow by the widest legend, so that legends sit beside the axes, not over the data.
+    let legend = panels.iter().map(|p| legend_width(p, cell.1)).max().unwrap_or(0);
+    let size = ((cell.0 + legend) * cols as u32, 44 + cell.1 * rows as u32);
     {
         let root = BitMapBackend::new(path, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
         let root = root.titled(title, ("sans-serif", 20)).map_err(|e| draw_err(path, e))?;
         let areas = root.split_evenly((rows, cols));
         for (area, panel) in areas.iter().zip(panels) {
-            draw_panel(area, panel, path)?;
+            draw_panel_beside(area, panel, path, legend)?;
         }
         root.present().map_err(|e| draw_err(path, e))?;
     }
