@@ -13,6 +13,10 @@ use ndarray::Array4;
 
 type B = Autodiff<NdArray<f64>>;
 
+/// Model initialisation seeds the backend's global RNG (`Backend::seed`), so tests that build
+/// trainers take this lock: run concurrently, their draws would interleave.
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Rotations `x' = w y, y' = -w x` (family 0) and decays `x' = -a x, y' = -a y` (family 1).
 fn data(trajs: usize, params: &[(usize, f64)]) -> Dataset {
     let times: Vec<f64> = (0..10).map(|k| 0.2 * k as f64).collect();
@@ -95,6 +99,7 @@ fn contexts(t: &Trainer<B>) -> Vec<f64> {
 
 #[test]
 fn trains_checkpoints_and_resumes_deterministically() {
+    let _serial = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let train = data(2, &train_params());
     let straight = tmp("straight");
@@ -194,6 +199,7 @@ fn temporal_variance(data: &Dataset) -> f64 {
 fn training_learns_dynamics_not_a_constant() {
     // regression guard: a few hundred steps on two families must fit the trajectories far better
     // than any constant (a model that decays to a fixed point scores about 1 here)
+    let _serial = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let train = data(2, &train_params());
     let mut c = config(40);
