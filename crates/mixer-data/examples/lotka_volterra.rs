@@ -1,4 +1,4 @@
-//! Generates the Lotka–Volterra dataset of MIXER.md §6 into a folder and reads it back.
+//! Generates the Lotka–Volterra dataset of the MixER paper (Nzoyem et al., 2025), §6 into a folder and reads it back.
 //!
 //! `cargo run -p mixer-data --example lotka_volterra -- /tmp/lv`
 

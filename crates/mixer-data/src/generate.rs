@@ -1,4 +1,4 @@
-//! Dataset generation (MIXER.md §6): environments from the rules, seeded initial conditions,
+//! Dataset generation (the MixER paper (Nzoyem et al., 2025), §6): environments from the rules, seeded initial conditions,
 //! reference solves by diffsol, four splits and a manifest.
 
 use std::sync::Mutex;
@@ -22,7 +22,7 @@ use crate::{DataError, System};
 pub struct GenerateOptions {
     /// Seed of the initial-condition draws (named streams per family and split).
     pub seed: u64,
-    /// Relative tolerance of the reference solves (MIXER.md §6: 1e-8).
+    /// Relative tolerance of the reference solves (the MixER paper (Nzoyem et al., 2025), §6: 1e-8).
     pub rtol: f64,
     /// Absolute tolerance of the reference solves.
     pub atol: f64,

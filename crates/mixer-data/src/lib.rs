@@ -7,7 +7,7 @@
 //!   ODEBench system (1-D to 4-D), Lotka–Volterra, Sel'kov, the 7-species glycolytic
 //!   oscillator, Lorenz-63, Brusselator and Gray–Scott ([`builtin_names`]), plus collections
 //!   of families (`odebench-2d`, ...).
-//! - **Generation** ([`generate`], MIXER.md §6): environment grids, seeded initial conditions,
+//! - **Generation** ([`generate`], the MixER paper (Nzoyem et al., 2025), §6): environment grids, seeded initial conditions,
 //!   diffsol reference solves (rtol 1e-8), the four splits and a [`Manifest`].
 //! - **Folders** ([`load_dir`], [`load_split`], [`DatasetDir::write`]) in the published layout:
 //!   `X: [envs, trajs, steps, dim]` (or `[families, envs, trajs, steps, dim]`) and `t`, plus

@@ -112,7 +112,7 @@ pub enum EnvRule {
         limit: Option<usize>,
     },
     /// Every parameter on `linspace(low * ref, high * ref, n)`, Cartesian product (first
-    /// parameter slowest), first `limit` combinations (MIXER.md §6, ODEBench).
+    /// parameter slowest), first `limit` combinations (the MixER paper (Nzoyem et al., 2025), §6, ODEBench).
     Relative {
         /// Lower factor.
         low: f64,

@@ -99,18 +99,8 @@ pub(crate) fn integrate_tsit5<T: HostFloat>(
         }
         combine(&err_w, &st.k, h_try, &mut err);
         let norm = error_norm(c, &err, &y, &y_new);
-        if !norm.is_finite() {
-            h = h_try * c.factor_min;
-            if h < c.min_step {
-                return Err(Error::NonFiniteState { t });
-            }
-            continue;
-        }
-        if norm > 1.0 {
-            h = h_try * c.factor(norm, tab.order).min(1.0);
-            if h < c.min_step {
-                return Err(Error::StepSizeUnderflow { t, h });
-            }
+        if let Some(retry) = c.retry(norm, tab.order, t, h_try)? {
+            h = retry;
             continue;
         }
         let t_new = if clipped { target } else { t + h_try };

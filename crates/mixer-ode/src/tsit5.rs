@@ -53,6 +53,20 @@ impl StepController {
     }
 
     /// Step-size factor after a step with error norm `norm` of a method of order `order`.
+    /// The step to retry with after a step of size `h_try` at `t` whose error norm is `norm`,
+    /// or `None` when the step is accepted (`norm <= 1`); an error when the step underflows.
+    pub(crate) fn retry(&self, norm: f64, order: usize, t: f64, h_try: f64) -> Result<Option<f64>> {
+        if !norm.is_finite() {
+            let h = h_try * self.factor_min;
+            return if h < self.min_step { Err(Error::NonFiniteState { t }) } else { Ok(Some(h)) };
+        }
+        if norm > 1.0 {
+            let h = h_try * self.factor(norm, order).min(1.0);
+            return if h < self.min_step { Err(Error::StepSizeUnderflow { t, h }) } else { Ok(Some(h)) };
+        }
+        Ok(None)
+    }
+
     pub(crate) fn factor(&self, norm: f64, order: usize) -> f64 {
         if norm == 0.0 {
             return self.factor_max;
@@ -168,18 +182,8 @@ impl<B: Backend> Integrator<B> for Tsit5 {
             let y_new = y.clone() + combine(&tab.b, &k, h_try).expect("non-zero weights");
             let err = combine(&err_w, &k, h_try).expect("non-zero error weights");
             let norm = c.norm(err, &y, &y_new);
-            if !norm.is_finite() {
-                h = h_try * c.factor_min;
-                if h < c.min_step {
-                    return Err(Error::NonFiniteState { t });
-                }
-                continue;
-            }
-            if norm > 1.0 {
-                h = h_try * c.factor(norm, tab.order).min(1.0);
-                if h < c.min_step {
-                    return Err(Error::StepSizeUnderflow { t, h });
-                }
+            if let Some(retry) = c.retry(norm, tab.order, t, h_try)? {
+                h = retry;
                 continue;
             }
             let k_new = k.last().expect("seven stages").clone();
