@@ -6,10 +6,9 @@
 //!
 //! `cargo run --release -p mixer-benches --example refit_timing -- [reps]` (default 5).
 
-use std::time::Instant;
-
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor};
+use mixer_benches::median_seconds_with;
 use mixer_core::{Dataset, TimeGrid};
 use mixer_experts::{AnyExpert, ExpertConfig, MixtureOfExperts};
 use mixer_ode::Rk4;
@@ -21,20 +20,6 @@ type B = Flex;
 const EXPERTS: usize = 10;
 const ENVS: usize = 160;
 const STEPS: usize = 20;
-
-/// Median seconds of `reps` runs of `f`, after one warm-up run.
-fn time<R>(reps: usize, mut f: impl FnMut() -> R) -> (f64, R) {
-    let mut last = f();
-    let mut v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            last = f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    (v[reps / 2], last)
-}
 
 /// 160 environments, one damped-oscillation trajectory each; family `e % 10` has horizon
 /// `4 + 16 * family / 9`.
@@ -68,11 +53,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let contexts = Tensor::<B, 2>::random([ENVS, 4 * EXPERTS], Distribution::Uniform(-0.5, 0.5), &device);
     let rk4 = Rk4 { substeps: 1 };
 
-    let (generic_s, generic) =
-        time(reps, || generic_expert_loss_matrix(&moe, &rk4, contexts.clone(), &data, None).expect("generic path"));
+    let (generic_s, generic) = median_seconds_with(reps, || {
+        generic_expert_loss_matrix(&moe, &rk4, contexts.clone(), &data, None).expect("generic path")
+    });
     let fused = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
-        time(reps, || {
+        median_seconds_with(reps, || {
             pool.install(|| fused_expert_loss_matrix(&moe, &rk4, contexts.clone(), &data, None))
                 .expect("fused path")
                 .expect("GEPS experts on burn-flex have a fused path")

@@ -5,32 +5,16 @@
 //! `cargo run --release -p mixer-benches --example rollout_timing -- [steps] [batch]`
 //! (defaults 100 and 256, the bench's workload).
 
-use std::time::Instant;
-
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use mixer_benches::{forward_backward, forward_backward_of, workload};
+use mixer_benches::{forward_backward, forward_backward_of, median_seconds, workload};
 use mixer_core::VectorField;
 use mixer_ode::{Rk4, Tsit5};
-
-/// Median seconds of `reps` runs of `f`, after one warm-up run.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[reps / 2]
-}
 
 fn inference<B: Backend>(name: &str, batch: usize) {
     let device = Default::default();
     let (field, y0) = workload::<B>(batch, &device);
-    let eval = time(21, || {
+    let eval = median_seconds(21, || {
         let _ = field.eval(0.0, y0.clone()).into_data();
     });
     println!("{name:8} one evaluation, no autodiff: {:7.3} ms", eval * 1e3);
@@ -42,10 +26,10 @@ fn training<B: AutodiffBackend>(name: &str, steps: usize, batch: usize) {
     let field = mixer_benches::BenchField { expert: field.expert, ctx: field.ctx.require_grad() };
     let times: Vec<f64> = (0..=steps).map(|k| k as f64 * 0.01).collect();
     let rk4 = Rk4 { substeps: 1 };
-    let leaves = time(3, || {
+    let leaves = median_seconds(3, || {
         forward_backward_of(&field, &field, y0.clone(), &rk4, &times);
     });
-    let views = time(3, || {
+    let views = median_seconds(3, || {
         forward_backward(&field, y0.clone(), &rk4, &times);
     });
     let evals = (4 * steps) as f64;
@@ -59,10 +43,10 @@ fn training<B: AutodiffBackend>(name: &str, steps: usize, batch: usize) {
     );
     let tsit5 = Tsit5::new(1e-3, 1e-6);
     let short = [0.0, 0.5, 1.0];
-    let leaves = time(3, || {
+    let leaves = median_seconds(3, || {
         forward_backward_of(&field, &field, y0.clone(), &tsit5, &short);
     });
-    let views = time(3, || {
+    let views = median_seconds(3, || {
         forward_backward(&field, y0.clone(), &tsit5, &short);
     });
     println!(

@@ -68,3 +68,22 @@ pub fn forward_backward_of<B: burn::tensor::backend::AutodiffBackend>(
     use burn::tensor::ElementConversion;
     g.map_or(0.0, |v| v.elem::<f64>())
 }
+
+/// Median seconds of `reps` runs of `f` after one warm-up run, and the last run's result.
+pub fn median_seconds_with<R>(reps: usize, mut f: impl FnMut() -> R) -> (f64, R) {
+    let mut last = f();
+    let mut v: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let s = std::time::Instant::now();
+            last = f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], last)
+}
+
+/// Median seconds of `reps` runs of `f` after one warm-up run.
+pub fn median_seconds(reps: usize, f: impl FnMut()) -> f64 {
+    median_seconds_with(reps, f).0
+}

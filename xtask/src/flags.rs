@@ -17,7 +17,7 @@ pub struct Xtask {
 /// Available commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Generate the published datasets (MIXER.md §6), train, adapt and evaluate the published
+    /// Generate the published datasets (MixER, Nzoyem et al. 2025), train, adapt and evaluate the published
     /// experiments, and write results/REPORT.md with tables and figures.
     Reproduce(ReproduceArgs),
     /// Run the criterion benches (integrators on burn-flex and burn-ndarray).

@@ -1,4 +1,4 @@
-//! Generated datasets: shapes of MIXER.md §6, determinism, round trip through the folder layout.
+//! Generated datasets: shapes of the MixER paper, determinism, round trip through the folder layout.
 
 use indicatif::ProgressBar;
 use mixer_core::{Split, TimeGrid};

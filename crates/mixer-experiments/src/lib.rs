@@ -3,7 +3,7 @@
 //! - [`plot`]: PNG figures via plotters (embedded font, no system fonts): generic panels of
 //!   x–y series ([`plot::Panel`], [`plot::panel_grid`]) and the dataset overview
 //!   ([`plot::plot_dataset`]: time series and phase portraits per family).
-//! - [`reproduce()`]: the [`Plan`] of published experiments (MIXER.md §6) and the [`Report`]
+//! - [`reproduce()`]: the [`Plan`] of published experiments (MixER, Nzoyem et al. 2025) and the [`Report`]
 //!   that becomes `results/REPORT.md`; [`summary_cell`] is how its tables show a score.
 //! - [`init_logging`]: the log subscriber of the `mixer` binary and `cargo xtask`.
 //!

@@ -124,7 +124,7 @@ impl Report {
     }
 
     fn dataset_section(&self, s: &mut String) {
-        let _ = writeln!(s, "## Datasets (MIXER.md §6)\n");
+        let _ = writeln!(s, "## Datasets (MixER, Nzoyem et al. 2025)\n");
         let _ =
             writeln!(s, "| dataset | families | train | test | adapt_train | adapt_test | seconds | folder | figure |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");

@@ -1,6 +1,6 @@
 //! `cargo xtask reproduce`: the plan of published experiments, the run, and `REPORT.md`.
 //!
-//! Every dataset of MIXER.md §6 is generated and plotted; the experiments of the plan are then
+//! Every dataset of the MixER paper is generated and plotted; the experiments of the plan are then
 //! trained, adapted and evaluated for each of their variants (MixER, naive gradient gate, one
 //! expert) on generated data and, where present, on the published data. Datasets already on disk
 //! with the plan's seed, runs with a checkpoint and runs with `metrics.json` are picked up where
@@ -21,7 +21,7 @@ use crate::{
     dispatch, eval_run, plot::plot_dataset, read_metrics, train_run,
 };
 
-/// The datasets of MIXER.md §6 that are generated (synthetic control and EEG are external data).
+/// The datasets of the MixER paper that are generated (synthetic control and EEG are external data).
 pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "glycolytic", "selkov"];
 
 /// The experiments `reproduce` trains by default.

@@ -47,7 +47,7 @@ impl CodaConfig {
     }
 }
 
-/// CoDA expert (MIXER.md §1): effective parameters `theta0 + H ctx` for all root parameters,
+/// CoDA expert (MixER, Nzoyem et al. 2025): effective parameters `theta0 + H ctx` for all root parameters,
 /// applied layer by layer without materialising per-row weights.
 #[derive(Module, Debug)]
 pub struct CodaExpert<B: Backend> {

@@ -5,8 +5,9 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use mixer_core::{Error, Expert};
-use mixer_hyper::{LowRankLinear, LowRankLinearConfig, encode_context, encoded_width};
+use mixer_hyper::{LowRankLinear, LowRankLinearConfig, encoded_width};
 
+use crate::stacked::GepsParams;
 use crate::{ExpertError, LearnableSwish};
 
 /// Widths `(in, out)` of the linear layers of an MLP `d -> W -> ... -> d` with `depth` layers.
@@ -72,7 +73,7 @@ impl GepsConfig {
     }
 }
 
-/// GEPS expert (MIXER.md §1): `depth` [`LowRankLinear`] layers with [`LearnableSwish`] between
+/// GEPS expert (MixER, Nzoyem et al. 2025): `depth` [`LowRankLinear`] layers with [`LearnableSwish`] between
 /// (slopes `beta0 + A_beta ctx`), optionally a trainable scalar shift added to the context.
 #[derive(Module, Debug)]
 pub struct GepsExpert<B: Backend> {
@@ -97,20 +98,10 @@ impl<B: Backend> Expert<B> for GepsExpert<B> {
         self.context
     }
 
+    /// Shifts and encodes the context, then runs every [`LowRankLinear`] layer and
+    /// [`LearnableSwish`] on it (the forward pass the stacked mixture rollout shares).
     fn forward(&self, x: Tensor<B, 2>, ctx: Tensor<B, 2>) -> Tensor<B, 2> {
-        let ctx = match &self.context_shift {
-            Some(shift) => ctx + shift.val().unsqueeze_dim(0),
-            None => ctx,
-        };
-        let ctx = encode_context(ctx, self.mip);
-        let mut h = x;
-        for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(h, ctx.clone());
-            if let Some(act) = self.activations.get(i) {
-                h = act.forward(h, Some(ctx.clone()));
-            }
-        }
-        h
+        GepsParams::of(self).bind(ctx).forward(x)
     }
 }
 

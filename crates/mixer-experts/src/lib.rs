@@ -6,7 +6,8 @@
 //! [`NcfExpert`] (context and state branches). [`ExpertConfig`] picks one from a config file and
 //! [`AnyExpert`] holds any of them. [`HierShPlrnn`] is the sequence expert for time series.
 //! [`MixtureOfExperts`] holds `K` experts with context splitting and rolls trajectories out under
-//! a [`mixer_core::Routing`], integrating each expert only on the rows routed to it.
+//! a [`mixer_core::Routing`], integrating each expert only on the rows routed to it (GEPS
+//! experts of a top-1 routing all at once, in one stacked rollout).
 //! [`AnyExpert::freeze`] gives a gradient-free host copy of an expert ([`FrozenExpert`], GEPS
 //! so far) whose [`mixer_core::HostField`] runs on `mixer-ode`'s host solvers.
 //!
@@ -35,6 +36,7 @@ mod host_kernel;
 mod moe;
 mod ncf;
 mod plrnn;
+mod stacked;
 mod swish;
 
 pub use coda::{CodaConfig, CodaExpert};
@@ -43,7 +45,7 @@ pub use geps::{GepsConfig, GepsExpert};
 pub use geps_host::{FrozenGeps, GepsHostField};
 pub use host_expert::FrozenExpert;
 pub use host_kernel::{HostKernel, MatRef};
-pub use moe::{MixtureOfExperts, Rows};
+pub use moe::{Dispatch, MixtureOfExperts, Rows};
 pub use ncf::{NcfConfig, NcfExpert, geometric_widths};
 pub use plrnn::{HierShPlrnn, HierShPlrnnConfig, PlrnnParams};
 pub use swish::LearnableSwish;

@@ -7,6 +7,7 @@ use tracing::{debug, warn};
 
 use mixer_core::{Error, Expert, Integrator, Routing, VectorField, anchor_module, anchor_tensor};
 
+use crate::stacked::{GepsParams, Padding, StackedField, as_geps};
 use crate::{AnyExpert, ExpertConfig, ExpertError};
 
 /// `K` experts of one type; with context splitting (`d_xi = K c`) expert `k` reads slice `k`
@@ -97,6 +98,16 @@ impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<B, X> {
     }
 }
 
+/// How a top-1 routing's experts are integrated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// One stacked rollout of all GEPS experts of one layout (others fall back to
+    /// [`Dispatch::PerExpert`]).
+    Stacked,
+    /// One rollout per expert over its rows.
+    PerExpert,
+}
+
 /// The weighted sum `sum_k w_rk f_k(x_r, ctx_rk)` over the experts taking part.
 struct MixtureField<B: Backend, X> {
     parts: Vec<ExpertField<B, X>>,
@@ -115,7 +126,7 @@ impl<B: Backend, X: Expert<B>> VectorField<B> for MixtureField<B, X> {
 }
 
 impl<B: Backend> MixtureOfExperts<B, AnyExpert<B>> {
-    /// `k` identical experts (same initial weights, MIXER.md §1) for states of size `dim`
+    /// `k` identical experts (same initial weights, as in MixER) for states of size `dim`
     /// reading context slices of size `context`.
     pub fn init(
         config: &ExpertConfig,
@@ -213,7 +224,10 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
     /// environment `env_of_row[r]` with context `contexts[env]` (`contexts: [envs, d_xi]`), and
     /// `routing` has one unit per environment. Top-1 routings (no shared experts) group rows by
     /// expert once and integrate each expert only on its rows, its output multiplied by the
-    /// (differentiable) gate weight; top-k, dense and shared-expert routings integrate
+    /// (differentiable) gate weight; when those experts are GEPS experts of one layout and at
+    /// least two have rows, all their rows are integrated in one stacked rollout (rows cut into
+    /// slots of one size, one expert per slot; adaptive integrators then choose one step
+    /// sequence for all of them). Top-k, dense and shared-expert routings integrate
     /// `sum_slots w[env, slot] f_expert(x, ctx slice)`. Dropped environments stay at `x0`.
     pub fn rollout(
         &self,
@@ -223,7 +237,10 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         env_of_row: &[usize],
         x0: Tensor<B, 2>,
         times: &[f64],
-    ) -> Result<Tensor<B, 3>, ExpertError> {
+    ) -> Result<Tensor<B, 3>, ExpertError>
+    where
+        X: 'static,
+    {
         self.rollout_rows(integrator, routing, contexts, Rows::new(env_of_row, x0, times))
     }
 
@@ -234,7 +251,27 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         routing: &Routing<B>,
         contexts: Tensor<B, 2>,
         rows: Rows<'_, B>,
-    ) -> Result<Tensor<B, 3>, ExpertError> {
+    ) -> Result<Tensor<B, 3>, ExpertError>
+    where
+        X: 'static,
+    {
+        self.rollout_rows_by(integrator, routing, contexts, rows, Dispatch::Stacked)
+    }
+
+    /// [`MixtureOfExperts::rollout_rows`] with the dispatch of a top-1 routing chosen
+    /// ([`Dispatch::PerExpert`] is the reference of the stacked GEPS rollout and its timing
+    /// baseline).
+    pub fn rollout_rows_by(
+        &self,
+        integrator: &dyn Integrator<B>,
+        routing: &Routing<B>,
+        contexts: Tensor<B, 2>,
+        rows: Rows<'_, B>,
+        dispatch: Dispatch,
+    ) -> Result<Tensor<B, 3>, ExpertError>
+    where
+        X: 'static,
+    {
         let (envs, n) = self.check(&contexts, &rows)?;
         let k = routing.k;
         if k == 0 || routing.num_units() != envs || routing.weights.dims() != [envs, k] {
@@ -253,7 +290,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             return Ok(Tensor::zeros([0, rows.times.len(), self.experts[0].state_dim()], &device));
         }
         if k == 1 && routing.shared.is_empty() {
-            return self.rollout_top1(integrator, routing, contexts, rows);
+            return self.rollout_top1(integrator, routing, contexts, rows, dispatch == Dispatch::Stacked);
         }
         let rates = rows.row_rates(&device);
         let env_idx = index::<B>(rows.env_of_row, &device);
@@ -298,48 +335,131 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         routing: &Routing<B>,
         contexts: Tensor<B, 2>,
         rows: Rows<'_, B>,
-    ) -> Result<Tensor<B, 3>, ExpertError> {
+        stack: bool,
+    ) -> Result<Tensor<B, 3>, ExpertError>
+    where
+        X: 'static,
+    {
         let device = rows.x0.device();
         let (env_of_row, n) = (rows.env_of_row, rows.env_of_row.len());
         let rates = rows.row_rates(&device);
         let top1 = routing.top1();
+        let groups: Vec<(usize, Vec<usize>)> = (0..self.num_experts())
+            .map(|k| (k, (0..n).filter(|&r| top1[env_of_row[r]] == Some(k)).collect::<Vec<_>>()))
+            .filter(|(_, rows_k)| !rows_k.is_empty())
+            .collect();
         let mut outputs = Vec::new();
         let mut order = Vec::with_capacity(n);
-        for k in 0..self.num_experts() {
-            let rows_k: Vec<usize> = (0..n).filter(|&r| top1[env_of_row[r]] == Some(k)).collect();
-            if rows_k.is_empty() {
-                continue;
+        if stack && let Some((padding, params)) = self.stacked(&groups) {
+            match self.rollout_stacked(integrator, routing, contexts.clone(), &rows, &groups, &padding, params) {
+                Ok(y) => {
+                    outputs.push(y);
+                    order.extend(padding.order);
+                }
+                // rare (a diverging expert): the loop names the expert and its environments, so
+                // that a caller can drop just those
+                Err(e) => {
+                    debug!(error = %e, "stacked rollout failed; repeating it expert by expert");
+                    return self.rollout_top1(integrator, routing, contexts, rows, false);
+                }
             }
-            let envs_k: Vec<usize> = rows_k.iter().map(|&r| env_of_row[r]).collect();
-            let env_idx = index::<B>(&envs_k, &device);
-            let row_idx = index::<B>(&rows_k, &device);
-            let field = ExpertField::new(
-                &self.experts[k],
-                self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()),
-                Some(rated(
-                    routing.weights.clone().select(0, env_idx),
-                    rates.clone().map(|r| r.select(0, row_idx.clone())),
-                )),
-            );
-            debug!(expert = k, rows = rows_k.len(), "top-1 expert rollout");
-            let y = integrator
-                .integrate(&field, rows.x0.clone().select(0, row_idx), rows.times)
-                .map_err(|e| rollout_error(e, Some(k), &envs_k))?;
-            outputs.push(y);
-            order.extend(rows_k);
+        } else {
+            for (k, rows_k) in groups {
+                let envs_k: Vec<usize> = rows_k.iter().map(|&r| env_of_row[r]).collect();
+                let env_idx = index::<B>(&envs_k, &device);
+                let row_idx = index::<B>(&rows_k, &device);
+                let field = ExpertField::new(
+                    &self.experts[k],
+                    self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()),
+                    Some(rated(
+                        routing.weights.clone().select(0, env_idx),
+                        rates.clone().map(|r| r.select(0, row_idx.clone())),
+                    )),
+                );
+                debug!(expert = k, rows = rows_k.len(), "top-1 expert rollout");
+                let y = integrator
+                    .integrate(&field, rows.x0.clone().select(0, row_idx), rows.times)
+                    .map_err(|e| rollout_error(e, Some(k), &envs_k))?;
+                outputs.push(y);
+                order.extend(rows_k.into_iter().map(Some));
+            }
         }
         let dropped: Vec<usize> = (0..n).filter(|&r| top1[env_of_row[r]].is_none()).collect();
         if !dropped.is_empty() {
             let held = rows.x0.select(0, index::<B>(&dropped, &device)).unsqueeze_dim::<3>(1);
             outputs.push(held.repeat_dim(1, rows.times.len()));
-            order.extend(dropped);
+            order.extend(dropped.into_iter().map(Some));
         }
         let all = Tensor::cat(outputs, 0);
         let mut inverse = vec![0; n];
-        for (pos, &r) in order.iter().enumerate() {
-            inverse[r] = pos;
+        for (pos, r) in order.iter().enumerate() {
+            if let Some(r) = *r {
+                inverse[r] = pos;
+            }
         }
         Ok(all.select(0, index::<B>(&inverse, &device)))
+    }
+
+    /// The slots of `groups` (expert, its rows; non-empty) and the parameters of each slot's
+    /// expert, when at least two experts have rows and all of them are GEPS experts of one
+    /// layout.
+    fn stacked(&self, groups: &[(usize, Vec<usize>)]) -> Option<(Padding, GepsParams<B, 3>)>
+    where
+        X: 'static,
+    {
+        if groups.len() < 2 {
+            return None;
+        }
+        let geps = groups.iter().map(|&(k, _)| as_geps::<B, X>(&self.experts[k])).collect::<Option<Vec<_>>>()?;
+        let padding = Padding::new(&groups.iter().map(|(_, rows_k)| rows_k.as_slice()).collect::<Vec<_>>());
+        let params = GepsParams::stack(&padding.slots.iter().map(|&g| geps[g]).collect::<Vec<_>>())?;
+        Some((padding, params))
+    }
+
+    /// One rollout of all rows of `groups` in the slots of `padding`, each slot read by its
+    /// expert's parameters in `params`; returns `[slots * M, T, d]`, in the order of
+    /// `padding.order`. A failure names every environment of the rows (the failing expert is
+    /// unknown; [`MixtureOfExperts::rollout_rows`] then repeats the rollout expert by expert).
+    #[allow(clippy::too_many_arguments)]
+    fn rollout_stacked(
+        &self,
+        integrator: &dyn Integrator<B>,
+        routing: &Routing<B>,
+        contexts: Tensor<B, 2>,
+        rows: &Rows<'_, B>,
+        groups: &[(usize, Vec<usize>)],
+        padding: &Padding,
+        params: GepsParams<B, 3>,
+    ) -> Result<Tensor<B, 3>, ExpertError> {
+        let device = rows.x0.device();
+        let m = padding.size;
+        let padded_envs: Vec<usize> = padding.rows.iter().map(|&r| rows.env_of_row[r]).collect();
+        let slices =
+            groups.iter().map(|&(k, _)| self.context_slice(contexts.clone(), k)).collect::<Result<Vec<_>, _>>()?;
+        let ctx = padding
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(s, &g)| slices[g].clone().select(0, index::<B>(&padded_envs[s * m..(s + 1) * m], &device)))
+            .collect();
+        let row_idx = index::<B>(&padding.rows, &device);
+        let scale = rated(
+            routing.weights.clone().select(0, index::<B>(&padded_envs, &device)),
+            rows.row_rates(&device).map(|r| r.select(0, row_idx.clone())),
+        );
+        let (slots, dim) = (padding.slots.len(), self.experts[0].state_dim());
+        let field = StackedField::new(params, Tensor::stack(ctx, 0), scale.reshape([slots, m, 1]), dim);
+        debug!(
+            experts = groups.len(),
+            slots,
+            rows = rows.env_of_row.len(),
+            padded = slots * m,
+            "stacked top-1 rollout"
+        );
+        integrator.integrate(&field, rows.x0.clone().select(0, row_idx), rows.times).map_err(|e| {
+            let envs: Vec<usize> = padding.order.iter().flatten().map(|&r| rows.env_of_row[r]).collect();
+            rollout_error(e, None, &envs)
+        })
     }
 
     /// Loss of every expert on every environment, no routing: each expert is integrated on all
@@ -399,4 +519,256 @@ fn rollout_error(source: Error, expert: Option<usize>, envs: &[usize]) -> Expert
     envs.sort_unstable();
     envs.dedup();
     ExpertError::Rollout { expert, envs, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GepsConfig;
+    use crate::tests::{TestAutodiffBackend, TestBackend};
+    use burn::module::ModuleVisitor;
+    use burn::tensor::backend::AutodiffBackend;
+    use mixer_core::host::{tensor2, to_vec};
+    use mixer_ode::{Rk4, Tsit5};
+
+    type AB = TestAutodiffBackend;
+
+    /// 5 environments: 0 and 3 go to expert 2, 1 to expert 0, 4 to expert 1; 2 is dropped.
+    const TOP1: [Option<usize>; 5] = [Some(2), Some(0), None, Some(2), Some(1)];
+    const WEIGHTS: [f64; 5] = [0.9, 0.7, 0.5, 1.3, 0.6];
+    const RATES: [f64; 5] = [0.5, 2.0, 1.0, 1.25, 0.8];
+    const TIMES: [f64; 4] = [0.0, 0.4, 1.0, 1.6];
+
+    /// Rows over the environments: `counts[e]` rows of environment `e`, interleaved.
+    struct Case {
+        env_of_row: Vec<usize>,
+        /// The non-empty row groups (expert, rows).
+        groups: Vec<(usize, Vec<usize>)>,
+    }
+
+    impl Case {
+        fn new(counts: [usize; 5]) -> Self {
+            let mut left = counts;
+            let mut env_of_row = Vec::new();
+            while left.iter().any(|&c| c > 0) {
+                for (e, c) in left.iter_mut().enumerate().filter(|(_, c)| **c > 0) {
+                    env_of_row.push(e);
+                    *c -= 1;
+                }
+            }
+            let groups = (0..3)
+                .map(|k| (k, (0..env_of_row.len()).filter(|&r| TOP1[env_of_row[r]] == Some(k)).collect::<Vec<_>>()))
+                .collect();
+            Self { env_of_row, groups }
+        }
+
+        /// Groups of 6, 1 and 2 rows, padded to 6 (one slot per expert), and groups of 16, 2
+        /// and 80 rows in slots of 16 (expert 2 in five of them).
+        fn all() -> [Case; 2] {
+            [Case::new([3, 1, 2, 3, 2]), Case::new([40, 16, 3, 40, 2])]
+        }
+
+        fn n(&self) -> usize {
+            self.env_of_row.len()
+        }
+
+        fn rows<B: Backend>(&self, x0: Tensor<B, 2>) -> Rows<'_, B> {
+            Rows { env_of_row: &self.env_of_row, x0, times: &TIMES, rate: Some(&RATES) }
+        }
+
+        /// Split contexts `[5, 6]`, initial states `[n, 2]` and the routing with gate weights `weights`.
+        fn problem<B: Backend>(
+            &self,
+            weights: Tensor<B, 2>,
+            device: &B::Device,
+        ) -> (Tensor<B, 2>, Tensor<B, 2>, Routing<B>) {
+            let ctx: Vec<f64> = (0..30).map(|i| ((i * 7 % 11) as f64 - 5.0) * 0.13).collect();
+            let x0: Vec<f64> = (0..2 * self.n()).map(|i| ((i * 5 % 9) as f64 - 4.0) * 0.21).collect();
+            let routing =
+                Routing { k: 1, indices: TOP1.to_vec(), weights, shared: vec![], probs: None, aux_losses: vec![] };
+            (tensor2(&ctx, [5, 6], device), tensor2(&x0, [self.n(), 2], device), routing)
+        }
+    }
+
+    /// Three GEPS experts with distinct parameters (and distinct non-zero context shifts).
+    fn mixture<B: Backend>(mip: bool, shift: bool, device: &B::Device) -> MixtureOfExperts<B, AnyExpert<B>> {
+        let experts = (0..3u64)
+            .map(|k| {
+                B::seed(device, 20 + k);
+                let config = GepsConfig { dim: 2, context: 2, width: 6, depth: 3, context_shift: shift, mip };
+                let mut e = config.init::<B>(device).unwrap();
+                if shift {
+                    e.context_shift = Some(Param::from_tensor(Tensor::from_data([0.2 - 0.15 * k as f64], device)));
+                }
+                AnyExpert::Geps(e)
+            })
+            .collect();
+        MixtureOfExperts::new(experts)
+    }
+
+    /// Largest `|a - b| / max(1, |b|)`.
+    fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs() / y.abs().max(1.0)))
+    }
+
+    #[test]
+    fn the_cases_pad_and_split_groups() {
+        let device = Default::default();
+        let moe = mixture::<TestBackend>(false, true, &device);
+        let [small, large] = Case::all();
+        let (padding, _) = moe.stacked(&small.groups).expect("stacks");
+        assert_eq!((padding.size, padding.slots), (6, vec![0, 1, 2]));
+        let (padding, _) = moe.stacked(&large.groups).expect("stacks");
+        assert_eq!((padding.size, padding.slots), (16, vec![0, 1, 2, 2, 2, 2, 2]));
+    }
+
+    #[test]
+    fn stacked_top1_rollout_equals_the_per_expert_loop() {
+        let device = Default::default();
+        let rk4 = Rk4 { substeps: 2 };
+        for case in Case::all() {
+            for (mip, shift) in [(false, false), (false, true), (true, false), (true, true)] {
+                let moe = mixture::<TestBackend>(mip, shift, &device);
+                assert!(moe.stacked(&case.groups).is_some(), "the stacked path is taken");
+                let (ctx, x0, r) = case.problem::<TestBackend>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+                let got = to_vec(moe.rollout_rows(&rk4, &r, ctx.clone(), case.rows(x0.clone())).unwrap());
+                let want =
+                    to_vec(moe.rollout_rows_by(&rk4, &r, ctx, case.rows(x0.clone()), Dispatch::PerExpert).unwrap());
+                let diff = max_diff(&got, &want);
+                assert!(diff < 1e-12, "{} rows, mip {mip} shift {shift}: stacked vs per expert {diff}", case.n());
+                // dropped rows stay at x0, routed rows move
+                let x0 = to_vec(x0);
+                for (row, &e) in case.env_of_row.iter().enumerate() {
+                    let (start, end) = (row * 8 + 6, row * 8 + 8);
+                    let moved = max_diff(&got[start..end], &x0[row * 2..row * 2 + 2]);
+                    assert_eq!(moved > 1e-3, e != 2, "row {row} of environment {e}: moved by {moved}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn adaptive_stacked_rollout_agrees_to_the_tolerance() {
+        let device = Default::default();
+        let tsit5 = Tsit5::new(1e-9, 1e-11);
+        let moe = mixture::<TestBackend>(true, true, &device);
+        for case in Case::all() {
+            let (ctx, x0, r) = case.problem::<TestBackend>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+            let got = to_vec(moe.rollout_rows(&tsit5, &r, ctx.clone(), case.rows(x0.clone())).unwrap());
+            let want = to_vec(moe.rollout_rows_by(&tsit5, &r, ctx, case.rows(x0), Dispatch::PerExpert).unwrap());
+            let diff = max_diff(&got, &want);
+            assert!(diff < 1e-7, "stacked vs per expert under tsit5: {diff}");
+        }
+    }
+
+    /// Gradients of every parameter, in visiting order.
+    struct ParamGrads<'a> {
+        grads: &'a <AB as AutodiffBackend>::Gradients,
+        out: Vec<Option<Vec<f64>>>,
+    }
+
+    impl ModuleVisitor<AB> for ParamGrads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+            self.out.push(param.grad(self.grads).map(to_vec));
+        }
+    }
+
+    #[test]
+    fn stacked_gradients_equal_the_per_expert_loop() {
+        let device = Default::default();
+        let rk4 = Rk4 { substeps: 1 };
+        for case in Case::all() {
+            for (mip, shift) in [(false, false), (true, true)] {
+                let moe = mixture::<AB>(mip, shift, &device);
+                assert!(moe.stacked(&case.groups).is_some(), "the stacked path is taken");
+                // value, parameter, context and gate-weight gradients of `sum(y * R)`
+                let run = |stacked: bool| {
+                    let weights = tensor2::<AB>(&WEIGHTS, [5, 1], &device).require_grad();
+                    let (ctx, x0, r) = case.problem::<AB>(weights.clone(), &device);
+                    let ctx = ctx.require_grad();
+                    let y = if stacked {
+                        moe.rollout_rows(&rk4, &r, ctx.clone(), case.rows(x0))
+                    } else {
+                        moe.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0), Dispatch::PerExpert)
+                    }
+                    .unwrap();
+                    let factor: Vec<f64> = (0..8 * case.n()).map(|i| 0.5 + 0.01 * (i % 97) as f64).collect();
+                    let factor = tensor2::<AB>(&factor, [case.n(), 8], &device).reshape([case.n(), 4, 2]);
+                    let grads = (y.clone() * factor).sum().backward();
+                    let mut params = ParamGrads { grads: &grads, out: Vec::new() };
+                    moe.visit(&mut params);
+                    let param_grads: Vec<Vec<f64>> =
+                        params.out.into_iter().map(|g| g.expect("every expert has rows")).collect();
+                    (to_vec(y), param_grads, to_vec(ctx.grad(&grads).unwrap()), to_vec(weights.grad(&grads).unwrap()))
+                };
+                let (want_y, want_p, want_c, want_w) = run(false);
+                let (got_y, got_p, got_c, got_w) = run(true);
+                let what = format!("{} rows, mip {mip} shift {shift}", case.n());
+                assert!(max_diff(&got_y, &want_y) < 1e-12, "{what}: values");
+                assert_eq!(got_p.len(), want_p.len());
+                assert_eq!(got_p.len(), 3 * (3 * 5 + 2 * 2 + usize::from(shift)), "every parameter has a gradient");
+                for (i, (g, w)) in got_p.iter().zip(&want_p).enumerate() {
+                    assert!(max_diff(g, w) < 1e-10, "{what}: parameter {i}: {}", max_diff(g, w));
+                    assert!(w.iter().any(|v| v.abs() > 1e-8), "{what}: parameter {i} has a non-zero gradient");
+                }
+                assert!(max_diff(&got_c, &want_c) < 1e-10, "{what}: context gradient");
+                assert!(max_diff(&got_w, &want_w) < 1e-10, "{what}: gate weight gradient");
+                // the dropped environment's context and gate weight get none
+                assert_eq!(got_c[2 * 6..3 * 6], [0.0; 6]);
+                assert!(got_w.iter().enumerate().all(|(e, g)| (e == 2) == (*g == 0.0)), "{what}: {got_w:?}");
+            }
+        }
+    }
+
+    /// An integrator that always fails.
+    struct Failing;
+
+    impl<B: Backend> Integrator<B> for Failing {
+        fn integrate(&self, _: &dyn VectorField<B>, _: Tensor<B, 2>, _: &[f64]) -> mixer_core::Result<Tensor<B, 3>> {
+            Err(Error::config("solver", "always fails"))
+        }
+
+        fn order(&self) -> usize {
+            1
+        }
+    }
+
+    #[test]
+    fn a_failing_stacked_rollout_names_the_failing_expert_like_the_loop() {
+        let device = Default::default();
+        let moe = mixture::<TestBackend>(false, true, &device);
+        let [case, _] = Case::all();
+        let (ctx, x0, r) = case.problem::<TestBackend>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+        for stacked in [true, false] {
+            let got = if stacked {
+                moe.rollout_rows(&Failing, &r, ctx.clone(), case.rows(x0.clone()))
+            } else {
+                moe.rollout_rows_by(&Failing, &r, ctx.clone(), case.rows(x0.clone()), Dispatch::PerExpert)
+            };
+            match got {
+                Err(ExpertError::Rollout { expert: Some(0), envs, .. }) => assert_eq!(envs, [1], "stacked {stacked}"),
+                other => panic!("expected a rollout error of expert 0, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_single_active_expert_or_mixed_layouts_do_not_stack() {
+        let device = Default::default();
+        let mut moe = mixture::<TestBackend>(false, true, &device);
+        let [case, _] = Case::all();
+        let groups = &case.groups;
+        assert!(moe.stacked(&groups[..1]).is_none());
+        if let AnyExpert::Geps(e) = &mut moe.experts[1] {
+            e.context_shift = None;
+        }
+        assert!(moe.stacked(groups).is_none());
+        moe.experts[1] = ExpertConfig::Coda { width: 6, depth: 3 }.init(2, 2, &device).unwrap();
+        assert!(moe.stacked(groups).is_none());
+        assert!(moe.stacked(&[groups[0].clone(), groups[2].clone()]).is_some());
+        // the per-expert fallback still rolls out
+        let (ctx, x0, r) = case.problem::<TestBackend>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+        assert_eq!(moe.rollout_rows(&Rk4 { substeps: 1 }, &r, ctx, case.rows(x0)).unwrap().dims(), [case.n(), 4, 2]);
+    }
 }

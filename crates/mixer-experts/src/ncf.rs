@@ -84,7 +84,7 @@ impl NcfConfig {
     }
 }
 
-/// NCF expert (MIXER.md §1, ROUTERS.md §6.2 order 0):
+/// NCF expert (Kassaï Koupaï et al. 2024, order 0):
 /// `f(x, ctx) = main([state_branch(x), context_branch(ctx)])`.
 #[derive(Module, Debug)]
 pub struct NcfExpert<B: Backend> {

@@ -75,7 +75,7 @@ pub struct PlrnnParams<B: Backend> {
     pub alpha: Tensor<B, 2>,
 }
 
-/// hier-shPLRNN (MIXER.md §1): `theta(ctx) = H ctx` (bias-free), then the teacher-forced
+/// hier-shPLRNN (MixER, Nzoyem et al. 2025): `theta(ctx) = H ctx` (bias-free), then the teacher-forced
 /// recurrence `z' = alpha z + (1 - alpha) x_t`, `z_next = A z' + W1 relu(W2 z' + h2) + h1`.
 #[derive(Module, Debug)]
 pub struct HierShPlrnn<B: Backend> {

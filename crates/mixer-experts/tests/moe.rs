@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use mixer_core::host::{tensor2, to_vec};
 use mixer_core::{Error, Expert, FnField, Integrator, Routing, VectorField};
-use mixer_experts::{ExpertError, GepsConfig, GepsExpert, MixtureOfExperts, Rows};
+use mixer_experts::{Dispatch, ExpertError, GepsConfig, GepsExpert, MixtureOfExperts, Rows};
 use mixer_ode::Rk4;
 
 type TB = NdArray<f64>;
@@ -241,11 +241,20 @@ fn solver_failures_name_the_expert_and_environments() {
     let moe = MixtureOfExperts::<TB, _>::new(vec![geps::<TB>(1, &device), geps::<TB>(2, &device)]);
     let (ctx, env_of_row, x0) = problem::<TB>(&device);
     let r = routing(1, vec![Some(1), Some(1), Some(0)], Tensor::ones([3, 1], &device));
-    match moe.rollout(&Failing, &r, ctx.clone(), &env_of_row, x0.clone(), &TIMES) {
-        Err(ExpertError::Rollout { expert: Some(0), envs, source: Error::MaxStepsReached { steps: 4096, .. } }) => {
-            assert_eq!(envs, vec![2]);
+    // the stacked rollout fails too and is repeated expert by expert, which names the expert
+    for stacked in [true, false] {
+        let rows = Rows::new(&env_of_row, x0.clone(), &TIMES);
+        let got = if stacked {
+            moe.rollout_rows(&Failing, &r, ctx.clone(), rows)
+        } else {
+            moe.rollout_rows_by(&Failing, &r, ctx.clone(), rows, Dispatch::PerExpert)
+        };
+        match got {
+            Err(ExpertError::Rollout { expert: Some(0), envs, source: Error::MaxStepsReached { steps: 4096, .. } }) => {
+                assert_eq!(envs, vec![2], "stacked {stacked}");
+            }
+            other => panic!("expected a rollout error of expert 0, got {other:?}"),
         }
-        other => panic!("expected a rollout error of expert 0, got {other:?}"),
     }
     let losses =
         to_vec(moe.expert_losses(&Failing, ctx, &env_of_row, x0, &TIMES, Tensor::zeros([5, 4, 2], &device)).unwrap());

@@ -26,7 +26,7 @@ pub struct ContextTable<B: Backend> {
 }
 
 impl<B: Backend> ContextTable<B> {
-    /// `envs` contexts of size `dim`, all zero (MIXER.md §1).
+    /// `envs` contexts of size `dim`, all zero (MixER, Nzoyem et al. 2025).
     pub fn zeros(envs: usize, dim: usize, device: &B::Device) -> Self {
         Self::from_tensor(Tensor::zeros([envs, dim], device))
     }

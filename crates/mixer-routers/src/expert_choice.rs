@@ -1,4 +1,4 @@
-//! Expert-choice routing (Zhou et al. 2022; ROUTERS.md §2): each expert picks its top-C units.
+//! Expert-choice routing (Zhou et al. 2022): each expert picks its top-C units.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Tensor, TensorData, activation::softmax, backend::Backend};

@@ -1,4 +1,4 @@
-//! The naive-MoE baseline gate (MIXER.md §2): a softmax gate on contexts trained by gradient.
+//! The naive-MoE baseline gate (MixER, Nzoyem et al. 2025): a softmax gate on contexts trained by gradient.
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -27,7 +27,7 @@ pub struct GradientGateConfig {
     pub num_experts: usize,
     /// Top-1 (Switch) or dense.
     pub mode: GateMode,
-    /// Coefficient of the importance loss `CV^2` (0.1 in MIXER.md).
+    /// Coefficient of the importance loss `CV^2` (0.1 in the MixER paper).
     pub importance_coef: f64,
 }
 

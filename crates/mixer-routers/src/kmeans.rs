@@ -2,7 +2,7 @@
 //!
 //! Why not linfa's `KMeans` (linfa-clustering 0.8.1): its update step is "m_k-means", which counts
 //! the old centroid as an extra member of every cluster, so a cluster can never become empty and
-//! the empty-cluster rule of MIXER.md §3 could not be detected; it stops silently at
+//! the empty-cluster rule of the MixER paper could not be detected; it stops silently at
 //! `max_n_iterations` without saying it did not converge, and its convergence test is the
 //! distance between the whole old and new centroid matrices. Warm start and L1 assignment would
 //! fit (`KMeansInit::Precomputed`, `linfa_nn::distance::L1Dist`), but the empty-cluster and

@@ -44,7 +44,7 @@ pub struct GateStats {
     #[serde(default)]
     pub last_labels: Vec<usize>,
     /// Share of environments the last refit gate routes to their cluster's expert (the least
-    /// squares fit of one-hot targets can mask a cluster, MIXER.md §3 step 5).
+    /// squares fit of one-hot targets can mask a cluster, step 5 of the MixER refit).
     #[serde(default)]
     pub last_gate_agreement: Option<f64>,
 }
@@ -175,7 +175,7 @@ impl KMeansLeastSquares {
         Ok(logits.outer_iter().map(|row| argmax_lowest(row.as_slice().unwrap_or(&row.to_vec()))).collect())
     }
 
-    /// The MixER gate refit on contexts `[E, d_xi]` and expert losses `[E, K]` (MIXER.md §3); a
+    /// The MixER gate refit on contexts `[E, d_xi]` and expert losses `[E, K]` (MixER, Nzoyem et al. 2025); a
     /// non-finite loss (the expert's rollout diverged) counts as [`DIVERGED_LOSS`].
     /// Returns `Skipped(reason)` with the gate unchanged on an empty cluster (policy `Skip`) or no convergence.
     pub fn update(

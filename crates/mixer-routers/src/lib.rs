@@ -2,12 +2,12 @@
 //!
 //! - [`KMeansLeastSquares`] — the MixER gate: a linear gate `G: [d_xi + 1, K]` on environment contexts,
 //!   refit without gradients by K-means (mean-absolute distance), cluster → expert matching and a
-//!   minimum-norm least-squares solve (MIXER.md §3).
+//!   minimum-norm least-squares solve (MixER, Nzoyem et al. 2025).
 //! - [`GradientGate`] — the naive-MoE baseline: a softmax gate trained by gradient, Switch top-1 or
-//!   dense, with the importance balancing loss (MIXER.md §2).
+//!   dense, with the importance balancing loss (MixER, Nzoyem et al. 2025).
 //! - [`NoisyTopK`] — Shazeer's noisy top-k gate with importance and smooth load losses, optional
-//!   Switch balance and z-loss, and always-on shared experts (ROUTERS.md §1).
-//! - [`ExpertChoice`] — experts pick their top-C units (ROUTERS.md §2); batch-coupled.
+//!   Switch balance and z-loss, and always-on shared experts (Shazeer et al. 2017; Fedus et al. 2022; Dai et al. 2024).
+//! - [`ExpertChoice`] — experts pick their top-C units (Zhou et al. 2022); batch-coupled.
 //!
 //! ```
 //! use mixer_core::Seeds;

@@ -1,4 +1,4 @@
-//! Noisy top-k gating (Shazeer et al. 2017; ROUTERS.md §1.1) with optional Switch balance and z-loss.
+//! Noisy top-k gating (Shazeer et al. 2017) with optional Switch balance and z-loss.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Int, Tensor, TensorData, activation, backend::Backend};

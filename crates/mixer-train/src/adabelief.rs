@@ -4,6 +4,7 @@
 //! `s = b2 s + (1 - b2) (g - m)^2 + eps`, bias corrections `m^ = m / (1 - b1^t)`,
 //! `s^ = s / (1 - b2^t)`, the update is `p <- p - lr m^ / (sqrt(s^) + eps)`.
 
+use burn::grad_clipping::GradientClipping;
 use burn::module::AutodiffModule;
 use burn::optim::{LearningRate, SimpleOptimizer, adaptor::OptimizerAdaptor};
 use burn::record::Record;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 
-/// AdaBelief hyperparameters (MIXER.md §3 uses b1 0.9, b2 0.999, eps 1e-16).
+/// AdaBelief hyperparameters (the MixER paper uses b1 0.9, b2 0.999, eps 1e-16).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdaBeliefConfig {
     /// Decay of the first moment.
@@ -22,12 +23,15 @@ pub struct AdaBeliefConfig {
     pub beta_2: f64,
     /// Added to the belief moment and to its square root.
     pub epsilon: f64,
+    /// Rescale each parameter tensor's gradient to at most this L2 norm (none as published).
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
 }
 
 impl AdaBeliefConfig {
     /// The published setting: b1 0.9, b2 0.999, eps 1e-16.
     pub fn paper() -> Self {
-        Self { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-16 }
+        Self { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-16, clip_norm: None }
     }
 
     /// Checks the decays lie in [0, 1) and eps is non-negative.
@@ -36,6 +40,11 @@ impl AdaBeliefConfig {
             if !(0.0..1.0).contains(&v) {
                 return Err(mixer_core::Error::config(field, format!("must be in [0, 1), got {v}")).into());
             }
+        }
+        if let Some(c) = self.clip_norm
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(mixer_core::Error::config("clip_norm", format!("must be > 0 when given, got {c}")).into());
         }
         if self.epsilon.is_nan() || self.epsilon < 0.0 {
             return Err(mixer_core::Error::config("epsilon", format!("must be >= 0, got {}", self.epsilon)).into());
@@ -48,7 +57,11 @@ impl AdaBeliefConfig {
         &self,
     ) -> Result<OptimizerAdaptor<AdaBelief, M, B>, TrainError> {
         self.validate()?;
-        Ok(OptimizerAdaptor::from(AdaBelief { config: *self }))
+        let optimizer = OptimizerAdaptor::from(AdaBelief { config: *self });
+        Ok(match self.clip_norm {
+            Some(c) => optimizer.with_grad_clipping(GradientClipping::Norm(c as f32)),
+            None => optimizer,
+        })
     }
 }
 
@@ -79,7 +92,7 @@ impl<B: Backend> SimpleOptimizer<B> for AdaBelief {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        let AdaBeliefConfig { beta_1: b1, beta_2: b2, epsilon: eps } = self.config;
+        let AdaBeliefConfig { beta_1: b1, beta_2: b2, epsilon: eps, .. } = self.config;
         let (m_prev, s_prev, time) = match state {
             Some(s) => (s.moment_1, s.belief, s.time),
             None => (grad.zeros_like(), grad.zeros_like(), 0),
@@ -124,7 +137,7 @@ mod tests {
 
     #[test]
     fn matches_scalar_reference() {
-        let c = AdaBeliefConfig { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8 };
+        let c = AdaBeliefConfig { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, clip_norm: None };
         let opt = AdaBelief { config: c };
         let device = Default::default();
         let grads = [0.5, -0.2, 0.3, 0.9, -1.1];
@@ -141,6 +154,33 @@ mod tests {
         assert!((got - want).abs() < 1e-12, "got {got}, want {want}");
     }
 
+    /// One trainable scalar, to run the optimizer through burn's adaptor.
+    #[derive(burn::module::Module, Debug)]
+    struct Scalar<B: Backend> {
+        p: burn::module::Param<Tensor<B, 1>>,
+    }
+
+    #[test]
+    fn clip_norm_rescales_large_gradients_before_the_update() {
+        use crate::tests::TestAutodiffBackend as AD;
+        use burn::optim::{GradientsParams, Optimizer};
+        let c = AdaBeliefConfig { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, clip_norm: Some(1.0) };
+        let device = Default::default();
+        let mut module = Scalar::<AD> { p: burn::module::Param::from_tensor(Tensor::from_data([1.0f64], &device)) };
+        let mut opt = c.init::<AD, Scalar<AD>>().unwrap();
+        let grads = [5.0, -0.3, -2.0];
+        for g in grads {
+            let loss = module.p.val().mul_scalar(g).sum();
+            let gp = GradientsParams::from_grads(loss.backward(), &module);
+            module = opt.step(1e-2, module, gp);
+        }
+        let got = module.p.val().into_scalar();
+        // the optimizer saw |g| clipped to 1: 5 -> 1, -2 -> -1, -0.3 unchanged
+        let want = reference(&[1.0, -0.3, -1.0], 1e-2, c);
+        assert!((got - want).abs() < 1e-12, "got {got}, want {want}");
+        assert!((got - reference(&grads, 1e-2, c)).abs() > 1e-4, "clipping must change the trajectory");
+    }
+
     #[test]
     fn rejects_bad_decays() {
         let mut c = AdaBeliefConfig::paper();
@@ -152,5 +192,10 @@ mod tests {
         let mut c = AdaBeliefConfig::paper();
         c.epsilon = f64::NAN;
         assert!(c.validate().is_err());
+        for bad in [0.0, -1.0, f64::INFINITY] {
+            let c = AdaBeliefConfig { clip_norm: Some(bad), ..AdaBeliefConfig::paper() };
+            assert!(c.validate().is_err(), "clip_norm {bad}");
+        }
+        assert!(AdaBeliefConfig { clip_norm: Some(1.0), ..AdaBeliefConfig::paper() }.validate().is_ok());
     }
 }

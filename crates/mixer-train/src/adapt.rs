@@ -1,4 +1,4 @@
-//! Adaptation to new environments: model and gate frozen, fresh contexts fitted (MIXER.md §5).
+//! Adaptation to new environments: model and gate frozen, fresh contexts fitted (MixER, Nzoyem et al. 2025).
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
@@ -75,7 +75,8 @@ fn fit<B: AutodiffBackend>(
     let integrator = config.train.solver.build::<B>().map_err(|e| Error::config("train.solver", e.to_string()))?;
     let mut table = ContextTable::from_tensor(start.detach());
     let mut opt = config.train.optimizer.init::<B, ContextTable<B>>()?;
-    let batch = Batch::<B>::new(data, envs, Window::full(data.num_steps()), None, device);
+    let weights = config.train.loss_scale.env_weights(data);
+    let batch = Batch::<B>::new(data, envs, Window::full(data.num_steps()), None, device).weighted(&weights);
     let mut rng = seeds.stream("adapt");
     for step in 0..config.adapt.steps {
         let contexts = table.contexts();

@@ -38,6 +38,8 @@ pub struct Batch<B: Backend> {
     pub groups: Vec<BatchGroup<B>>,
     /// Time rate `h` of every dataset environment (1 for environments outside the batch).
     pub rate: Vec<f64>,
+    /// Loss weight of each batch environment, in `envs` order (1 unless [`Batch::weighted`]).
+    pub weight: Vec<f64>,
 }
 
 /// `(s, h)`: the grid `t` as `s_k = (t_k - t_0) / h` with `h = t_1 - t_0` (1 for one point).
@@ -115,7 +117,13 @@ impl<B: Backend> Batch<B> {
                 BatchGroup { env_of_row, slot_of_row, x0: tensor2(&x0, [rows, dim], device), target, times }
             })
             .collect();
-        Batch { envs: envs.to_vec(), groups, rate }
+        Batch { envs: envs.to_vec(), groups, rate, weight: vec![1.0; envs.len()] }
+    }
+
+    /// The batch with loss weights taken from `per_env`, indexed by dataset environment.
+    pub fn weighted(mut self, per_env: &[f64]) -> Self {
+        self.weight = self.envs.iter().map(|&e| per_env[e]).collect();
+        self
     }
 
     /// The rows of a group, ready for [`mixer_experts::MixtureOfExperts::rollout_rows`].
@@ -174,6 +182,8 @@ mod tests {
         assert_eq!(b.groups[1].env_of_row, vec![1, 1]);
         let avg: Vec<f64> = b.averaging(g, &device).into_data().to_vec().unwrap();
         assert_eq!(avg, vec![0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5]);
+        assert_eq!(b.weight, vec![1.0; 3]);
+        assert_eq!(b.weighted(&[10.0, 20.0, 30.0]).weight, vec![30.0, 20.0, 10.0], "weights follow the batch's order");
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub enum RouterConfig {
     },
 }
 
-/// Settings of the MixER gate refit (MIXER.md §3); the expert count and context size come
+/// Settings of the MixER gate refit (MixER, Nzoyem et al. 2025); the expert count and context size come
 /// from [`ModelConfig`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,7 +91,7 @@ impl KMeansSettings {
     }
 }
 
-/// The alternating proximal meta-training loop (MIXER.md §3).
+/// The alternating proximal meta-training loop (MixER, Nzoyem et al. 2025).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -118,6 +118,9 @@ pub struct TrainConfig {
     pub subsets: SubsetRule,
     /// Weight environments by `softmax(L)` instead of averaging.
     pub self_reweight: bool,
+    /// Units of each environment's loss (published: absolute MSE).
+    #[serde(default)]
+    pub loss_scale: LossScale,
     /// Gate refit after inner step `i` when `i % gate_update_every == 0`.
     pub gate_update_every: usize,
     /// Trajectories per environment used for the gate's expert-loss matrix (all when absent).
@@ -147,7 +150,19 @@ pub enum SubsetRule {
     PerExpert,
 }
 
-/// Fitting contexts of new environments with the model frozen (MIXER.md §5).
+/// Units of an environment's loss in training, validation, the gate refit and adaptation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossScale {
+    /// The MSE in the data's units (MixER as published).
+    #[default]
+    Absolute,
+    /// The MSE divided by the environment's mean squared observation, a squared relative L2:
+    /// families whose amplitudes differ by orders of magnitude weigh alike (docs/method.md).
+    Relative,
+}
+
+/// Fitting contexts of new environments with the model frozen (MixER, Nzoyem et al. 2025).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptConfig {

@@ -1,4 +1,4 @@
-//! Meta-training, adaptation, evaluation, metrics and checkpoints for mixer (MIXER.md §2–§5).
+//! Meta-training, adaptation, evaluation, metrics and checkpoints for mixer (MixER, Nzoyem et al. 2025).
 //!
 //! [`Trainer`] runs the alternating proximal loop (context block, then model block, each
 //! step on a random subset of nearby environments, with MixER's gate refit on a schedule),
@@ -26,8 +26,8 @@ pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
 pub use adapt::{AdaptMode, adapt};
 pub use atomic::{read_json, write_atomic, write_json};
 pub use config::{
-    AdaptConfig, ContextStart, DataOptions, KMeansSettings, ModelConfig, RouterConfig, RunConfig, SubsetRule,
-    TrainConfig,
+    AdaptConfig, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig, RouterConfig, RunConfig,
+    SubsetRule, TrainConfig,
 };
 pub use evaluate::{EvalReport, evaluate, predict, score};
 pub use expert_losses::{constant_routing, expert_loss_matrix, generic_expert_loss_matrix};

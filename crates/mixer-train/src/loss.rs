@@ -1,14 +1,16 @@
-//! Environment losses and the meta loss of MIXER.md §2.
+//! Environment losses and the meta loss of the MixER paper.
 
 use burn::tensor::{Tensor, activation::softmax, backend::Backend};
 
-use mixer_core::{Integrator, Routing};
+use mixer_core::host::tensor2;
+use mixer_core::{Dataset, Integrator, Routing};
 
-use crate::TrainError;
 use crate::batch::Batch;
 use crate::model::Theta;
+use crate::{LossScale, TrainError};
 
-/// Per-environment MSE of the rollouts of a batch, `[batch envs]`, in the batch's env order.
+/// Per-environment MSE of the rollouts of a batch times the batch's weights, `[batch envs]`, in
+/// the batch's env order.
 pub fn env_losses<B: Backend>(
     theta: &Theta<B>,
     integrator: &dyn Integrator<B>,
@@ -24,7 +26,30 @@ pub fn env_losses<B: Backend>(
         let row_loss: Tensor<B, 2> = (pred - g.target.clone()).square().reshape([rows as i32, -1]).mean_dim(1);
         total = total + batch.averaging(g, &device).matmul(row_loss).reshape([-1]);
     }
-    Ok(total)
+    let weight = tensor2::<B>(&batch.weight, [1, batch.weight.len()], &device).reshape([-1]);
+    Ok(total * weight)
+}
+
+/// Smallest mean squared observation a relative loss divides by; quieter environments keep
+/// the absolute MSE (weight 1) instead of blowing it up.
+const QUIET: f64 = 1e-12;
+
+impl LossScale {
+    /// The loss weight of every environment of `data`: 1 for [`LossScale::Absolute`], one over
+    /// the mean squared observation (all trajectories, times and states) for
+    /// [`LossScale::Relative`].
+    pub fn env_weights(self, data: &Dataset) -> Vec<f64> {
+        (0..data.num_envs())
+            .map(|e| match self {
+                LossScale::Absolute => 1.0,
+                LossScale::Relative => {
+                    let x = data.env(e);
+                    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64;
+                    if ms > QUIET { 1.0 / ms } else { 1.0 }
+                }
+            })
+            .collect()
+    }
 }
 
 /// Combines environment losses `[C]` into the meta loss: `softmax(L) . L` (self-reweighting,
@@ -59,5 +84,19 @@ mod tests {
         let want = e[0] / z * 1.0 + e[1] / z * 2.0 + e[2] / z * 0.5;
         assert!((got - want).abs() < 1e-12);
         assert!((meta_loss(l, false).into_scalar() - 3.5 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn relative_weights_are_inverse_mean_squares() {
+        // env 0 has amplitude 1, env 1 amplitude 100, env 2 is all zeros
+        let x = ndarray::Array4::from_shape_fn((3, 2, 4, 2), |(e, j, k, d)| {
+            let base = if (j + k + d) % 2 == 0 { 1.0 } else { -1.0 };
+            [1.0, 100.0, 0.0][e] * base
+        });
+        let data = Dataset::new(x, mixer_core::TimeGrid::Shared(vec![0.0, 1.0, 2.0, 3.0]), None).unwrap();
+        assert_eq!(LossScale::Absolute.env_weights(&data), vec![1.0; 3]);
+        let w = LossScale::Relative.env_weights(&data);
+        assert!((w[0] - 1.0).abs() < 1e-12 && (w[1] - 1e-4).abs() < 1e-16, "{w:?}");
+        assert_eq!(w[2], 1.0, "a silent environment keeps the absolute loss");
     }
 }

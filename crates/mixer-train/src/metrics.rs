@@ -1,4 +1,4 @@
-//! Reconstruction and routing metrics (MIXER.md §5), computed on host arrays.
+//! Reconstruction and routing metrics (MixER, Nzoyem et al. 2025), computed on host arrays.
 //!
 //! Trajectory metrics take predictions and truths of one environment, `[trajs, steps, dim]`,
 //! and return one number per environment; [`Summary`] gives the mean ± std and the median over

@@ -1,4 +1,4 @@
-//! The proximal term of MIXER.md §2: `(beta / 2) * ||p - p_old||^2 / numel(p)` where `p` is a
+//! The proximal term of the MixER paper: `(beta / 2) * ||p - p_old||^2 / numel(p)` where `p` is a
 //! whole block (all parameter tensors of the context table, or of the model) flattened into one
 //! vector, so `numel(p)` counts the block's parameters.
 

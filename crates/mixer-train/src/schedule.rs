@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A piecewise-constant schedule: `base * factor^(number of boundaries passed)`, boundaries given
-/// as fractions of all steps (MIXER.md §3: model lr x0.4 at 1/3 and 2/3).
+/// as fractions of all steps (MixER, Nzoyem et al. 2025: model lr x0.4 at 1/3 and 2/3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PiecewiseLr {
     /// Initial learning rate.

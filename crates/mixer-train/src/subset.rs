@@ -1,4 +1,4 @@
-//! Environment subsets for the meta loss (MIXER.md §2): a random anchor and its nearest
+//! Environment subsets for the meta loss (MixER, Nzoyem et al. 2025): a random anchor and its nearest
 //! environments by mean absolute context difference; either one subset over all environments
 //! (as published) or one inside each expert's environments ([`per_expert_subsets`]).
 

@@ -1,4 +1,4 @@
-//! The alternating proximal meta-training loop of MIXER.md §3, with gate refits, checkpoints,
+//! The alternating proximal meta-training loop of the MixER paper, with gate refits, checkpoints,
 //! resume and a progress bar.
 
 use std::collections::BTreeMap;
@@ -14,6 +14,7 @@ use tracing::{info, instrument, warn};
 
 use mixer_core::host::to_array2;
 use mixer_core::{ContextModel, Dataset, Error, GateUpdate, Integrator, Mode, Router, RouterFeedback, Seeds};
+use mixer_experts::ExpertError;
 use mixer_hyper::ContextTable;
 
 use crate::batch::{Batch, Window};
@@ -86,6 +87,8 @@ pub struct Trainer<B: AutodiffBackend> {
     seeds: Seeds,
     device: B::Device,
     train: Dataset,
+    /// Loss weight of each training environment ([`crate::LossScale`]).
+    weights: Vec<f64>,
     run_dir: PathBuf,
     show_progress: bool,
 }
@@ -108,6 +111,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let integrator = config.train.solver.build::<B>().map_err(|e| Error::config("train.solver", e.to_string()))?;
         let eval_integrator =
             config.train.solver.build::<B::InnerBackend>().map_err(|e| Error::config("train.solver", e.to_string()))?;
+        let weights = config.train.loss_scale.env_weights(&train);
         let mut trainer = Self {
             config,
             model,
@@ -120,6 +124,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             seeds,
             device: device.clone(),
             train,
+            weights,
             run_dir: run_dir.to_path_buf(),
             show_progress: true,
         };
@@ -250,15 +255,26 @@ impl<B: AutodiffBackend> Trainer<B> {
                 }
                 .into());
             }
-            let batch = Batch::<B>::new(&self.train, &subset, window, None, &self.device);
-            let losses = env_losses(theta, self.integrator.as_ref(), &routing, contexts.clone(), &batch)
-                .map_err(|e| name_envs(e, &subset))?;
-            let values = mixer_core::host::to_vec(losses.clone().detach());
+            let batch = Batch::<B>::new(&self.train, &subset, window, None, &self.device).weighted(&self.weights);
             let diverged: Vec<usize> =
-                subset.iter().zip(&values).filter(|(_, l)| !l.is_finite()).map(|(&e, _)| e).collect();
-            if diverged.is_empty() {
-                break (losses, subset);
-            }
+                match env_losses(theta, self.integrator.as_ref(), &routing, contexts.clone(), &batch) {
+                    Ok(losses) => {
+                        let values = mixer_core::host::to_vec(losses.clone().detach());
+                        let diverged: Vec<usize> =
+                            subset.iter().zip(&values).filter(|(_, l)| !l.is_finite()).map(|(&e, _)| e).collect();
+                        if diverged.is_empty() {
+                            break (losses, subset);
+                        }
+                        diverged
+                    }
+                    // a solver that stops on a non-finite state names the expert's environments
+                    Err(TrainError::Experts(ExpertError::Rollout {
+                        envs,
+                        source: Error::NonFiniteState { .. },
+                        ..
+                    })) if envs.iter().any(|e| subset.contains(e)) => envs,
+                    Err(e) => return Err(name_envs(e, &subset)),
+                };
             warn!(step, envs = ?diverged, "rollouts diverged; environments left out of this step");
             self.state.diverged_rollouts += diverged.len();
             for p in &mut parts {
@@ -310,13 +326,16 @@ impl<B: AutodiffBackend> Trainer<B> {
         let Some(kmeans) = self.host.kmeans.as_mut() else { return Ok(()) };
         let valid = self.model.valid();
         let contexts = valid.contexts.contexts();
-        let expert_losses = expert_loss_matrix(
+        let mut expert_losses = expert_loss_matrix(
             &valid.theta.moe,
             self.eval_integrator.as_ref(),
             contexts.clone(),
             &self.train,
             self.config.train.gate_loss_trajs,
         )?;
+        for (mut row, w) in expert_losses.rows_mut().into_iter().zip(&self.weights) {
+            row *= *w;
+        }
         let feedback = RouterFeedback { features: to_array2(contexts), expert_losses, step: outer };
         match Router::<B::InnerBackend>::non_gradient_update(kmeans, &feedback, rng)? {
             GateUpdate::Updated => self.state.gate_updates += 1,
@@ -339,7 +358,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(format!("{load:?}"))
     }
 
-    /// Mean full-horizon loss over all training environments (no windows), with the inference backend.
+    /// Mean full-horizon loss over all training environments (no windows, weighted as
+    /// `loss_scale` says), with the inference backend.
     pub fn validation_loss(&self) -> Result<f64, TrainError> {
         let valid = self.model.valid();
         let host = &self.host;
@@ -348,7 +368,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         let routing = route(&valid.theta, host, contexts.clone(), Mode::Eval, &mut rng)?;
         let envs: Vec<usize> = (0..self.train.num_envs()).collect();
         let device = contexts.device();
-        let batch = Batch::new(&self.train, &envs, Window::full(self.train.num_steps()), None, &device);
+        let batch =
+            Batch::new(&self.train, &envs, Window::full(self.train.num_steps()), None, &device).weighted(&self.weights);
         let l = env_losses(&valid.theta, self.eval_integrator.as_ref(), &routing, contexts, &batch)?;
         Ok(l.mean().into_scalar().elem())
     }

@@ -6,8 +6,8 @@ use mixer_experts::ExpertConfig;
 use mixer_ode::{FnSystem, ReferenceMethod, ReferenceSolver, SolverConfig};
 use mixer_routers::{ClusterCount, EmptyCluster, KMeansInit, Matching};
 use mixer_train::{
-    AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, ModelConfig, RouterConfig,
-    RunConfig, SubsetRule, TrainConfig, TrainError, Trainer, adapt, evaluate,
+    AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig,
+    RouterConfig, RunConfig, SubsetRule, TrainConfig, TrainError, Trainer, adapt, evaluate,
 };
 use ndarray::Array4;
 
@@ -73,6 +73,7 @@ fn config(outer: usize) -> RunConfig {
             proximal_beta: 10.0,
             subset_size: 4,
             subsets: SubsetRule::Nearest,
+            loss_scale: LossScale::Absolute,
             self_reweight: true,
             gate_update_every: 2,
             gate_loss_trajs: None,
