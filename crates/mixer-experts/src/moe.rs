@@ -290,7 +290,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             return Ok(Tensor::zeros([0, rows.times.len(), self.experts[0].state_dim()], &device));
         }
         if k == 1 && routing.shared.is_empty() {
-            return self.rollout_top1(integrator, routing, contexts, rows, dispatch == Dispatch::Stacked);
+            return self.rollout_top1(integrator, routing, contexts, rows, dispatch);
         }
         let rates = rows.row_rates(&device);
         let env_idx = index::<B>(rows.env_of_row, &device);
@@ -335,7 +335,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         routing: &Routing<B>,
         contexts: Tensor<B, 2>,
         rows: Rows<'_, B>,
-        stack: bool,
+        dispatch: Dispatch,
     ) -> Result<Tensor<B, 3>, ExpertError>
     where
         X: 'static,
@@ -350,7 +350,9 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             .collect();
         let mut outputs = Vec::new();
         let mut order = Vec::with_capacity(n);
-        if stack && let Some((padding, params)) = self.stacked(&groups) {
+        if dispatch == Dispatch::Stacked
+            && let Some((padding, params)) = self.stacked(&groups)
+        {
             match self.rollout_stacked(integrator, routing, contexts.clone(), &rows, &groups, &padding, params) {
                 Ok(y) => {
                     outputs.push(y);
@@ -360,7 +362,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
                 // that a caller can drop just those
                 Err(e) => {
                     debug!(error = %e, "stacked rollout failed; repeating it expert by expert");
-                    return self.rollout_top1(integrator, routing, contexts, rows, false);
+                    return self.rollout_top1(integrator, routing, contexts, rows, Dispatch::PerExpert);
                 }
             }
         } else {
