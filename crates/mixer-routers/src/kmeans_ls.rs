@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use mixer_core::{GateUpdate, Granularity, Rng, Router, RouterFeedback, RouterInput, Routing, ensure_finite, host};
 
 use crate::kmeans::{KMeansFailure, init_kmeans_pp, init_uniform, lloyd_l1};
-use crate::matching::{cluster_losses, greedy, hungarian};
+use crate::matching::{cluster_losses, greedy, hungarian, overlap_cost};
 use crate::params::{EmptyCluster, KMeansInit, KMeansLsParams, Matching, ValidKMeansLsParams};
 use crate::select::{argmax_lowest, softmax_row};
 use crate::{RouterError, lstsq::min_norm_lstsq};
@@ -195,6 +195,8 @@ impl KMeansLeastSquares {
         self.params.check_against(envs)?;
         let clusters = self.params.num_clusters(envs);
         let d = self.params.context_dim();
+        // the routing before this refit, which the overlap matching keeps where it can
+        let current = self.assignment(contexts)?;
 
         let warm = self.centroids.take().filter(|c| c.dim() == (clusters, d));
         self.stats.last_warm_start = warm.is_some();
@@ -240,10 +242,10 @@ impl KMeansLeastSquares {
         self.stats.last_iterations = Some(fit.iterations);
         self.stats.reseeds += fit.reseeds;
 
-        let costs = cluster_losses(expert_losses, &fit.labels, clusters);
         let expert_of_cluster = match self.params.matching() {
-            Matching::Greedy => greedy(&costs),
-            Matching::Hungarian => hungarian(&costs),
+            Matching::Greedy => greedy(&cluster_losses(expert_losses, &fit.labels, clusters)),
+            Matching::Hungarian => hungarian(&cluster_losses(expert_losses, &fit.labels, clusters)),
+            Matching::Overlap => hungarian(&overlap_cost(expert_losses, &fit.labels, &current, clusters)),
         };
 
         let mut y = Array2::<f64>::zeros((envs, k));

@@ -26,6 +26,27 @@ pub fn cluster_losses(losses: &Array2<f64>, labels: &[usize], clusters: usize) -
     out
 }
 
+/// Cost of the [`crate::Matching::Overlap`] matching, `[clusters, K]`: minus the number of a
+/// cluster's environments routed to each expert now, plus the expert's share of the cluster's
+/// summed `losses` (below 1, so losses only break ties in overlap).
+pub fn overlap_cost(losses: &Array2<f64>, labels: &[usize], current: &[usize], clusters: usize) -> Array2<f64> {
+    let k = losses.ncols();
+    let mut cost = Array2::zeros((clusters, k));
+    for (&c, &e) in labels.iter().zip(current) {
+        cost[[c, e]] -= 1.0;
+    }
+    let median_losses = cluster_losses(losses, labels, clusters);
+    for (mut row, l) in cost.rows_mut().into_iter().zip(median_losses.rows()) {
+        let total: f64 = l.iter().filter(|v| v.is_finite()).sum();
+        if total > 0.0 {
+            for (c, v) in row.iter_mut().zip(l) {
+                *c += if v.is_finite() { 0.5 * v / total } else { 0.5 };
+            }
+        }
+    }
+    cost
+}
+
 /// Greedy matching: cluster by cluster in index order, the untaken expert with the lowest cost
 /// (ties to the lowest expert index). Returns the expert of each cluster.
 pub fn greedy(cost: &Array2<f64>) -> Vec<usize> {
@@ -183,5 +204,20 @@ mod tests {
     #[test]
     fn greedy_breaks_ties_to_lowest_expert() {
         assert_eq!(greedy(&array![[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]), vec![0, 1]);
+    }
+
+    #[test]
+    fn overlap_matching_keeps_experts_and_breaks_ties_by_loss() {
+        // five environments on experts [2, 2, 0, 0, 1]; k-means labels them [1, 1, 0, 0, 2]
+        let current = [2, 2, 0, 0, 1];
+        let labels = [1, 1, 0, 0, 2];
+        // losses favour a permutation (every environment fits expert 1 best)
+        let losses = array![[3.0, 1.0, 2.0], [3.0, 1.0, 2.0], [3.0, 1.0, 2.0], [3.0, 1.0, 2.0], [3.0, 1.0, 2.0]];
+        let cost = overlap_cost(&losses, &labels, &current, 3);
+        assert_eq!(hungarian(&cost), vec![0, 2, 1], "cluster 0 stays on expert 0, 1 on 2, 2 on 1");
+        assert!((cost[[1, 2]] - (-2.0 + 0.5 * 2.0 / 6.0)).abs() < 1e-12);
+        // a cluster split evenly between two experts goes to the one that fits it better
+        let cost = overlap_cost(&losses, &[0, 0, 1, 1, 1], &[0, 1, 2, 2, 2], 2);
+        assert_eq!(hungarian(&cost)[0], 1);
     }
 }

@@ -42,6 +42,11 @@ pub enum Matching {
     Greedy,
     /// The assignment with the lowest total loss (Hungarian algorithm).
     Hungarian,
+    /// The assignment that keeps the most environments on the expert they are routed to now
+    /// (Hungarian algorithm on overlap counts, ties to the lower loss): expert identities
+    /// persist across refits, so each expert keeps training on the same environments
+    /// (beyond the reference; docs/method.md).
+    Overlap,
 }
 
 /// Checked hyperparameters of the MixER gate; obtained only through [`KMeansLsParams::check`].

@@ -349,3 +349,22 @@ fn restarts_overtake_a_warm_start_stuck_in_a_local_optimum() {
     assert!(restarted.stats().restart_wins >= 1);
     assert_purity_one(&restarted, &x, &centre_of);
 }
+
+#[test]
+fn overlap_matching_keeps_experts_where_losses_would_permute_them() {
+    let mut rng = Seeds::new(9).stream("data");
+    let (x, losses, centre_of) = clustered(6, 1.0, &mut rng);
+    // losses of experts that have not specialised yet: a rotation of the informative ones
+    let rotated = Array2::from_shape_fn(losses.dim(), |(e, j)| losses[[e, (j + 1) % 3]]);
+    let mut kept = KMeansLsParams::recommended(3, 2).matching(Matching::Overlap).init(&mut rng).unwrap();
+    let mut moved = KMeansLsParams::recommended(3, 2).matching(Matching::Hungarian).init(&mut rng).unwrap();
+    for gate in [&mut kept, &mut moved] {
+        assert_eq!(gate.update(&x, &losses, &mut rng).unwrap(), GateUpdate::Updated);
+        assert_purity_one(gate, &x, &centre_of);
+        assert_eq!(gate.update(&x, &rotated, &mut rng).unwrap(), GateUpdate::Updated);
+    }
+    assert_purity_one(&kept, &x, &centre_of);
+    let routed = moved.assignment(&x).unwrap();
+    let stayed = centre_of.iter().zip(&routed).filter(|&(&c, &r)| r == expert_for(c)).count();
+    assert_eq!(stayed, 0, "loss matching follows the rotation: {routed:?}");
+}

@@ -35,29 +35,94 @@ pub fn adapt<B: AutodiffBackend>(
     seeds: &Seeds,
     device: &B::Device,
 ) -> Result<Tensor<B::InnerBackend, 2>, TrainError> {
-    let start = initial_contexts(model, config, 1);
+    let start = initial_contexts(model, host, config, data, seeds)?;
     match mode {
         AdaptMode::Bulk => {
             let envs: Vec<usize> = (0..data.num_envs()).collect();
-            fit(model, host, config, data, &envs, start.repeat_dim(0, envs.len()), seeds, device)
+            fit(model, host, config, data, &envs, start, seeds, device)
         }
         AdaptMode::Sequential => {
             let rows = (0..data.num_envs())
-                .map(|e| fit(model, host, config, &data.select_envs(&[e]), &[0], start.clone(), seeds, device))
+                .map(|e| {
+                    let one = start.clone().narrow(0, e, 1);
+                    fit(model, host, config, &data.select_envs(&[e]), &[0], one, seeds, device)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Tensor::cat(rows, 0))
         }
     }
 }
 
-/// The starting context of a new environment, `[n, d_xi]`.
-fn initial_contexts<B: AutodiffBackend>(model: &MixerModel<B>, config: &RunConfig, n: usize) -> Tensor<B, 2> {
+/// The starting contexts of the environments of `data`, `[envs, d_xi]`.
+fn initial_contexts<B: AutodiffBackend>(
+    model: &MixerModel<B>,
+    host: &HostRouter,
+    config: &RunConfig,
+    data: &Dataset,
+    seeds: &Seeds,
+) -> Result<Tensor<B, 2>, TrainError> {
     let trained = model.contexts.contexts().detach();
     let [_, d] = trained.dims();
-    match config.adapt.init {
+    let n = data.num_envs();
+    Ok(match config.adapt.init {
         ContextStart::Zeros => Tensor::zeros([n, d], &trained.device()),
         ContextStart::Mean => trained.mean_dim(0).repeat_dim(0, n),
+        ContextStart::BestFit => {
+            let rows = best_fitting(model, host, config, data, seeds)?;
+            Tensor::cat(rows.into_iter().map(|r| trained.clone().narrow(0, r, 1)).collect(), 0)
+        }
+    })
+}
+
+/// For each environment of `data`, the trained environment whose context (routed by the gate)
+/// predicts its trajectories with the lowest loss. Candidates are rolled out expert by expert;
+/// an expert whose rollout fails (a diverging field) offers none of its contexts.
+fn best_fitting<B: AutodiffBackend>(
+    model: &MixerModel<B>,
+    host: &HostRouter,
+    config: &RunConfig,
+    data: &Dataset,
+    seeds: &Seeds,
+) -> Result<Vec<usize>, TrainError> {
+    let valid = model.valid();
+    let candidates = valid.contexts.contexts();
+    let device = candidates.device();
+    let trained = candidates.dims()[0];
+    let integrator =
+        config.train.solver.build::<B::InnerBackend>().map_err(|e| Error::config("train.solver", e.to_string()))?;
+    let routing = route(&valid.theta, host, candidates.clone(), Mode::Eval, &mut seeds.stream("adapt-start"))?;
+    let mut by_expert: Vec<Vec<usize>> = vec![Vec::new(); config.model.experts];
+    for (c, k) in routing.top1().into_iter().enumerate() {
+        if let Some(k) = k {
+            by_expert[k].push(c);
+        }
     }
+    (0..data.num_envs())
+        .map(|e| {
+            // the new environment's trajectories once per candidate
+            let copies = data.select_envs(&vec![e; trained]);
+            let mut best: Option<(usize, f64)> = None;
+            for group in by_expert.iter().filter(|g| !g.is_empty()) {
+                let batch = Batch::new(&copies, group, Window::full(data.num_steps()), None, &device);
+                let Ok(losses) = env_losses(&valid.theta, integrator.as_ref(), &routing, candidates.clone(), &batch)
+                else {
+                    continue;
+                };
+                for (&c, l) in group.iter().zip(mixer_core::host::to_vec(losses)) {
+                    if l.is_finite() && best.is_none_or(|(_, b)| l < b) {
+                        best = Some((c, l));
+                    }
+                }
+            }
+            best.map(|(c, _)| c).ok_or_else(|| {
+                Error::NonFiniteData {
+                    what: "adaptation start: every trained context's rollout diverged".into(),
+                    index: e,
+                }
+                .into()
+            })
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -42,11 +42,13 @@ pub struct Batch<B: Backend> {
     pub weight: Vec<f64>,
 }
 
-/// `(s, h)`: the grid `t` as `s_k = (t_k - t_0) / h` with `h = t_1 - t_0` (1 for one point).
-fn normalise(t: &[f64]) -> (Vec<f64>, f64) {
-    let h = if t.len() > 1 { t[1] - t[0] } else { 1.0 };
-    (t.iter().map(|&v| (v - t[0]) / h).collect(), h)
+/// The rate `h = t_1 - t_0` of a grid that normalises it to `s_k = (t_k - t_0) / h` (1 for one point).
+fn rate_of(t: &[f64]) -> f64 {
+    if t.len() > 1 { t[1] - t[0] } else { 1.0 }
 }
+
+/// A batch slot (environment position) and the first time index of one of its windows.
+type SlotStart = (usize, usize);
 
 /// Whether two normalised grids agree to rounding.
 fn same_grid(a: &[f64], b: &[f64]) -> bool {
@@ -75,45 +77,80 @@ impl Window {
         let start = rng.random_range(0..=steps - len);
         Self { start, len }
     }
+
+    /// Windows of `len` points (at least 2, at most `steps`) that cover `steps` points, each
+    /// starting where the previous one ends; the last one ends at the last point (it may
+    /// overlap its neighbour).
+    pub fn segments(steps: usize, len: usize) -> Vec<Self> {
+        let len = len.clamp(2.min(steps), steps);
+        let stride = (len - 1).max(1);
+        let mut starts: Vec<usize> = (0..).map(|i| i * stride).take_while(|s| s + len <= steps).collect();
+        if starts.last().is_none_or(|&s| s + len < steps) {
+            starts.push(steps - len);
+        }
+        starts.into_iter().map(|start| Self { start, len }).collect()
+    }
 }
 
 impl<B: Backend> Batch<B> {
     /// Rows of `envs` (every trajectory, or the first `max_trajs`) over `window`.
     pub fn new(data: &Dataset, envs: &[usize], window: Window, max_trajs: Option<usize>, device: &B::Device) -> Self {
+        Self::over_windows(data, envs, &[window], max_trajs, device)
+    }
+
+    /// Rows of `envs` (every trajectory, or the first `max_trajs`) over each of `windows` of
+    /// one length: one row per environment, trajectory and window, so that the windows of
+    /// [`Window::segments`] become rows integrated side by side (multiple shooting).
+    ///
+    /// An environment's rate is taken from its first window; its other windows are normalised
+    /// by the same rate, so that only windows on an equally spaced stretch share a grid.
+    pub fn over_windows(
+        data: &Dataset,
+        envs: &[usize],
+        windows: &[Window],
+        max_trajs: Option<usize>,
+        device: &B::Device,
+    ) -> Self {
+        let len = windows.first().map_or(0, |w| w.len);
+        assert!(windows.iter().all(|w| w.len == len), "windows of one batch have one length");
         let trajs = max_trajs.map_or(data.num_trajs(), |m| m.min(data.num_trajs()));
         let dim = data.dim();
-        // group environments by normalised windowed grids, keeping first-seen order
+        // group (batch slot, window start) pairs by normalised grids, keeping first-seen order
         let mut rate = vec![1.0; data.num_envs()];
-        let mut grids: Vec<(Vec<f64>, Vec<usize>)> = Vec::new();
+        let mut grids: Vec<(Vec<f64>, Vec<SlotStart>)> = Vec::new();
         for (slot, &e) in envs.iter().enumerate() {
-            let (s, h) = normalise(&data.t.for_env(e)[window.start..window.start + window.len]);
+            let t = data.t.for_env(e);
+            let h = rate_of(&t[windows[0].start..windows[0].start + len]);
             rate[e] = h;
-            match grids.iter_mut().find(|(g, _)| same_grid(g, &s)) {
-                Some((_, slots)) => slots.push(slot),
-                None => grids.push((s, vec![slot])),
+            for w in windows {
+                let s: Vec<f64> = t[w.start..w.start + len].iter().map(|&v| (v - t[w.start]) / h).collect();
+                match grids.iter_mut().find(|(g, _)| same_grid(g, &s)) {
+                    Some((_, members)) => members.push((slot, w.start)),
+                    None => grids.push((s, vec![(slot, w.start)])),
+                }
             }
         }
         let groups = grids
             .into_iter()
-            .map(|(times, slots)| {
-                let rows = slots.len() * trajs;
+            .map(|(times, members)| {
+                let rows = members.len() * trajs;
                 let mut x0 = Vec::with_capacity(rows * dim);
-                let mut target = Vec::with_capacity(rows * window.len * dim);
+                let mut target = Vec::with_capacity(rows * len * dim);
                 let (mut env_of_row, mut slot_of_row) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-                for &slot in &slots {
+                for &(slot, start) in &members {
                     let env = data.env(envs[slot]);
                     for j in 0..trajs {
-                        for k in window.start..window.start + window.len {
+                        for k in start..start + len {
                             for d in 0..dim {
                                 target.push(env[[j, k, d]]);
                             }
                         }
-                        x0.extend((0..dim).map(|d| env[[j, window.start, d]]));
+                        x0.extend((0..dim).map(|d| env[[j, start, d]]));
                         env_of_row.push(envs[slot]);
                         slot_of_row.push(slot);
                     }
                 }
-                let target = tensor2::<B>(&target, [rows, window.len * dim], device).reshape([rows, window.len, dim]);
+                let target = tensor2::<B>(&target, [rows, len * dim], device).reshape([rows, len, dim]);
                 BatchGroup { env_of_row, slot_of_row, x0: tensor2(&x0, [rows, dim], device), target, times }
             })
             .collect();
@@ -194,5 +231,36 @@ mod tests {
             assert!(w.len >= 12 && w.start + w.len <= 20);
         }
         assert_eq!(Window::random(1, 0.6, &mut rng), Window { start: 0, len: 1 });
+    }
+
+    #[test]
+    fn segments_cover_the_trajectory_end_to_start() {
+        let starts = |steps, len| Window::segments(steps, len).iter().map(|w| w.start).collect::<Vec<_>>();
+        assert_eq!(starts(20, 5), vec![0, 4, 8, 12, 15], "the last segment ends at the last point");
+        assert_eq!(starts(17, 5), vec![0, 4, 8, 12]);
+        assert_eq!(starts(20, 20), vec![0]);
+        assert_eq!(starts(20, 40), vec![0], "longer than the trajectory: one whole window");
+        assert_eq!(starts(4, 1), vec![0, 1, 2], "at least two points");
+        assert!(Window::segments(20, 5).iter().all(|w| w.len == 5));
+    }
+
+    #[test]
+    fn segment_rows_start_from_their_own_observations() {
+        let device = Default::default();
+        let windows = Window::segments(4, 2);
+        let b = Batch::<TestBackend>::over_windows(&data(), &[0, 2, 1], &windows, Some(1), &device);
+        // the evenly spaced segments share one grid; env 1's last one (t = 4, 7 at rate 2) does not
+        assert_eq!(b.groups.len(), 2);
+        assert_eq!(b.groups[0].times, vec![0.0, 1.0]);
+        assert_eq!(b.groups[0].env_of_row, vec![0, 0, 0, 2, 2, 2, 1, 1]);
+        let x0: Vec<f64> = b.groups[0].x0.clone().into_data().to_vec().unwrap();
+        assert_eq!(x0, vec![0.0, 1.0, 2.0, 200.0, 201.0, 202.0, 100.0, 101.0]);
+        let tgt: Vec<f64> = b.groups[0].target.clone().into_data().to_vec().unwrap();
+        assert_eq!(&tgt[..6], &[0.0, 1.0, 1.0, 2.0, 2.0, 3.0]);
+        assert_eq!(b.rate, vec![1.0, 2.0, 0.5]);
+        assert_eq!((b.groups[1].times.clone(), b.groups[1].env_of_row.clone()), (vec![0.0, 1.5], vec![1]));
+        // every row of an environment counts once in its average
+        let avg: Vec<f64> = b.averaging(&b.groups[1], &device).into_data().to_vec().unwrap();
+        assert_eq!(avg, vec![0.0, 0.0, 1.0 / 3.0]);
     }
 }

@@ -131,10 +131,37 @@ pub struct TrainConfig {
     pub context_l1: f64,
     /// Minimum fraction of a trajectory in a random training window.
     pub window_fraction: f64,
+    /// Multiple shooting at the start of training: short segments that grow to the whole
+    /// trajectory (absent: random windows from the first step, as published).
+    #[serde(default)]
+    pub segments: Option<Segments>,
     /// Optimiser of both blocks.
     pub optimizer: AdaBeliefConfig,
     /// Integrator for training and evaluation.
     pub solver: SolverConfig,
+}
+
+/// Multiple shooting: every training trajectory is cut into consecutive segments, each
+/// integrated from its own observed first state, and the segments lengthen linearly over
+/// training until they span the whole trajectory (docs/method.md).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segments {
+    /// Points per segment at the first outer step (at least 2).
+    pub points: usize,
+    /// Fraction of the outer steps at which segments reach the whole trajectory; random windows
+    /// of `window_fraction` are drawn from then on.
+    pub full_at: f64,
+}
+
+impl Segments {
+    /// Points per segment at outer step `outer` of `outer_steps`, for trajectories of `steps`
+    /// points; `None` once segments span the whole trajectory.
+    pub fn points_at(&self, outer: usize, outer_steps: usize, steps: usize) -> Option<usize> {
+        let progress = outer as f64 / (self.full_at * outer_steps as f64);
+        let len = self.points as f64 + progress * steps.saturating_sub(self.points) as f64;
+        (len < steps as f64).then(|| len.floor() as usize)
+    }
 }
 
 /// How an inner step chooses its environments.
@@ -182,6 +209,10 @@ pub enum ContextStart {
     Zeros,
     /// The mean of the trained contexts (GEPS).
     Mean,
+    /// The trained context whose rollout fits the new environment's trajectories best (one
+    /// forward rollout per trained environment); the gate then routes the new environment
+    /// where that context goes (beyond the reference; docs/method.md).
+    BestFit,
 }
 
 /// How stored trajectories are read.
@@ -235,6 +266,15 @@ impl RunConfig {
             )
             .into());
         }
+        if let Some(seg) = &t.segments
+            && (seg.points < 2 || !(seg.full_at > 0.0 && seg.full_at <= 1.0))
+        {
+            return Err(Error::config(
+                "train.segments",
+                format!("needs points >= 2 and full_at in (0, 1], got {} and {}", seg.points, seg.full_at),
+            )
+            .into());
+        }
         if t.gate_loss_trajs == Some(0) {
             return Err(Error::config("train.gate_loss_trajs", "must be at least 1 when given").into());
         }
@@ -273,5 +313,22 @@ impl RunConfig {
     /// Context size each expert reads.
     pub fn expert_context_dim(&self) -> usize {
         self.model.context_dim / self.model.experts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_grow_linearly_to_the_whole_trajectory() {
+        let s = Segments { points: 4, full_at: 0.5 };
+        // 100 outer steps, trajectories of 20 points: 4 points at 0, 20 (whole) at outer 50
+        assert_eq!(s.points_at(0, 100, 20), Some(4));
+        assert_eq!(s.points_at(25, 100, 20), Some(12));
+        assert_eq!(s.points_at(49, 100, 20), Some(19));
+        assert_eq!(s.points_at(50, 100, 20), None);
+        assert_eq!(s.points_at(99, 100, 20), None);
+        assert_eq!(Segments { points: 30, full_at: 1.0 }.points_at(0, 100, 20), None, "longer than the data");
     }
 }

@@ -26,7 +26,7 @@ pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
 pub use adapt::{AdaptMode, adapt};
 pub use atomic::{read_json, write_atomic, write_json};
 pub use config::{
-    AdaptConfig, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig, RouterConfig, RunConfig,
+    AdaptConfig, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig, RouterConfig, RunConfig, Segments,
     SubsetRule, TrainConfig,
 };
 pub use evaluate::{EvalReport, evaluate, predict, score};

@@ -40,6 +40,9 @@ pub struct OuterRecord {
     pub validation: Option<f64>,
     /// Wall-clock seconds of the step.
     pub seconds: f64,
+    /// Environments whose expert a gate refit of this step changed, summed over the refits.
+    #[serde(default)]
+    pub rerouted: usize,
 }
 
 /// Everything about a run's progress that a resume needs besides parameters.
@@ -183,9 +186,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
             bar.set_position(self.state.outer_done as u64);
             bar.set_message(format!(
-                "loss {:.3e}  experts {}  gate {}/{} skipped",
+                "loss {:.3e}  experts {}  rerouted {}  gate {}/{} skipped",
                 record.model_loss,
                 self.routing_summary()?,
+                record.rerouted,
                 self.state.skipped_gate_updates,
                 self.state.gate_updates + self.state.skipped_gate_updates
             ));
@@ -201,15 +205,15 @@ impl<B: AutodiffBackend> Trainer<B> {
         let snap_ctx: Vec<_> = flat_params(&self.model.contexts).into_iter().map(|t| t.detach()).collect();
         let snap_theta: Vec<_> = flat_params(&self.model.theta).into_iter().map(|t| t.detach()).collect();
         let t = self.config.train.clone();
-        let mut context_loss = 0.0;
+        let (mut context_loss, mut rerouted) = (0.0, 0);
         for i in 0..t.context_steps {
-            context_loss += self.inner_step(Block::Context, &snap_ctx, outer * t.context_steps + i, &mut rng)?;
-            self.maybe_gate_update(i, outer, &mut rng)?;
+            context_loss += self.inner_step(Block::Context, &snap_ctx, outer, outer * t.context_steps + i, &mut rng)?;
+            rerouted += self.maybe_gate_update(i, outer, &mut rng)?;
         }
         let mut model_loss = 0.0;
         for i in 0..t.model_steps {
-            model_loss += self.inner_step(Block::Model, &snap_theta, outer * t.model_steps + i, &mut rng)?;
-            self.maybe_gate_update(i, outer, &mut rng)?;
+            model_loss += self.inner_step(Block::Model, &snap_theta, outer, outer * t.model_steps + i, &mut rng)?;
+            rerouted += self.maybe_gate_update(i, outer, &mut rng)?;
         }
         Ok(OuterRecord {
             outer,
@@ -217,6 +221,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             model_loss: model_loss / t.model_steps as f64,
             validation: None,
             seconds: start.elapsed().as_secs_f64(),
+            rerouted,
         })
     }
 
@@ -224,6 +229,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         &mut self,
         block: Block,
         snapshot: &[Tensor<B, 1>],
+        outer: usize,
         step: usize,
         rng: &mut mixer_core::Rng,
     ) -> Result<f64, TrainError> {
@@ -242,7 +248,11 @@ impl<B: AutodiffBackend> Trainer<B> {
                 per_expert_subsets(&host_contexts, &routing.top1(), self.config.model.experts, t.subset_size, rng)
             }
         };
-        let window = Window::random(self.train.num_steps(), t.window_fraction, rng);
+        let steps = self.train.num_steps();
+        let windows = match t.segments.and_then(|s| s.points_at(outer, t.outer_steps, steps)) {
+            Some(points) => Window::segments(steps, points),
+            None => vec![Window::random(steps, t.window_fraction, rng)],
+        };
         // An environment whose rollout diverges (early, a context routed to an expert that does
         // not fit it yet) is dropped from this step and counted, so that the others still train
         // and the next gate refit (which scores it as the worst loss) can move it.
@@ -255,7 +265,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                 }
                 .into());
             }
-            let batch = Batch::<B>::new(&self.train, &subset, window, None, &self.device).weighted(&self.weights);
+            let batch =
+                Batch::<B>::over_windows(&self.train, &subset, &windows, None, &self.device).weighted(&self.weights);
             let diverged: Vec<usize> =
                 match env_losses(theta, self.integrator.as_ref(), &routing, contexts.clone(), &batch) {
                     Ok(losses) => {
@@ -319,11 +330,19 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(value)
     }
 
-    fn maybe_gate_update(&mut self, inner: usize, outer: usize, rng: &mut mixer_core::Rng) -> Result<(), TrainError> {
-        if !inner.is_multiple_of(self.config.train.gate_update_every) || self.config.model.experts < 2 {
-            return Ok(());
+    /// Refits the gate after inner step `inner` when due; returns how many environments changed
+    /// expert.
+    fn maybe_gate_update(
+        &mut self,
+        inner: usize,
+        outer: usize,
+        rng: &mut mixer_core::Rng,
+    ) -> Result<usize, TrainError> {
+        let due = inner.is_multiple_of(self.config.train.gate_update_every) && self.config.model.experts > 1;
+        if !due || self.host.kmeans.is_none() {
+            return Ok(0);
         }
-        let Some(kmeans) = self.host.kmeans.as_mut() else { return Ok(()) };
+        let before = crate::model::assignment(&self.model.theta, &self.host, self.model.contexts.contexts())?;
         let valid = self.model.valid();
         let contexts = valid.contexts.contexts();
         let mut expert_losses = expert_loss_matrix(
@@ -337,6 +356,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             row *= *w;
         }
         let feedback = RouterFeedback { features: to_array2(contexts), expert_losses, step: outer };
+        let kmeans = self.host.kmeans.as_mut().expect("checked above");
         match Router::<B::InnerBackend>::non_gradient_update(kmeans, &feedback, rng)? {
             GateUpdate::Updated => self.state.gate_updates += 1,
             GateUpdate::Skipped(reason) => {
@@ -345,7 +365,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
             GateUpdate::NotApplicable => {}
         }
-        Ok(())
+        let after = crate::model::assignment(&self.model.theta, &self.host, self.model.contexts.contexts())?;
+        Ok(before.iter().zip(&after).filter(|(a, b)| a != b).count())
     }
 
     /// Environments per expert under the current gate, e.g. `[16 16 15 ...]`.

@@ -7,7 +7,7 @@ use mixer_ode::{FnSystem, ReferenceMethod, ReferenceSolver, SolverConfig};
 use mixer_routers::{ClusterCount, EmptyCluster, KMeansInit, Matching};
 use mixer_train::{
     AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig,
-    RouterConfig, RunConfig, SubsetRule, TrainConfig, TrainError, Trainer, adapt, evaluate,
+    RouterConfig, RunConfig, Segments, SubsetRule, TrainConfig, TrainError, Trainer, adapt, evaluate,
 };
 use ndarray::Array4;
 
@@ -80,6 +80,7 @@ fn config(outer: usize) -> RunConfig {
             checkpoint_every: 3,
             context_l1: 1e-3,
             window_fraction: 0.6,
+            segments: None,
             optimizer: AdaBeliefConfig::paper(),
             solver: SolverConfig::Rk4 { substeps: 1 },
         },
@@ -175,6 +176,11 @@ fn bad_configs_are_clear_errors() {
     c.train.window_fraction = 0.0;
     assert!(c.validate().is_err());
     let mut c = config(1);
+    c.train.segments = Some(Segments { points: 1, full_at: 0.5 });
+    assert!(c.validate().unwrap_err().to_string().contains("train.segments"));
+    c.train.segments = Some(Segments { points: 3, full_at: 0.0 });
+    assert!(c.validate().is_err());
+    let mut c = config(1);
     c.train.solver = SolverConfig::Rk4 { substeps: 0 };
     assert!(c.validate().is_err());
     let _ = std::fs::remove_dir_all(dir);
@@ -204,8 +210,13 @@ fn training_learns_dynamics_not_a_constant() {
     let device = Default::default();
     let train = data(2, &train_params());
     let mut c = config(40);
+    // the quick profile's training: per-expert subsets, multiple shooting, overlap matching
     c.train.subsets = SubsetRule::PerExpert;
     c.train.subset_size = 3;
+    c.train.segments = Some(Segments { points: 3, full_at: 0.5 });
+    if let RouterConfig::KmeansLs(k) = &mut c.router {
+        k.matching = Matching::Overlap;
+    }
     c.train.checkpoint_every = 40;
     let dir = tmp("learns");
     let mut t = Trainer::<B>::new(c, train.clone(), Seeds::new(3), &dir, false, &device).unwrap().with_progress(false);
@@ -215,5 +226,19 @@ fn training_learns_dynamics_not_a_constant() {
     let (report, _) = evaluate(&valid.theta, &t.host, integ.as_ref(), valid.contexts.contexts(), &train).unwrap();
     let ratio = report.mse.mean / temporal_variance(&train);
     assert!(ratio < 0.05, "in-domain MSE is {ratio:.3} of the trajectories' temporal variance");
+
+    // new environments start from the trained context that fits them best: one of their family
+    let new_params = [(0, 1.05), (1, 0.65)];
+    let new = data(1, &new_params);
+    let mut c = t.config.clone();
+    c.adapt = AdaptConfig { steps: 0, lr: 1e-2, init: ContextStart::BestFit };
+    let start = adapt(&t.model, &t.host, &c, &new, AdaptMode::Bulk, &Seeds::new(3), &device).unwrap();
+    let start: Vec<f64> = start.into_data().to_vec().unwrap();
+    let trained = contexts(&t);
+    let params = train_params();
+    for (i, row) in start.chunks(4).enumerate() {
+        let from = trained.chunks(4).position(|r| r == row).expect("a trained context, unchanged");
+        assert_eq!(params[from].0, new_params[i].0, "new environment {i} starts from environment {from}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
