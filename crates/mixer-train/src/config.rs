@@ -135,6 +135,10 @@ pub struct TrainConfig {
     /// trajectory (absent: random windows from the first step, as published).
     #[serde(default)]
     pub segments: Option<Segments>,
+    /// Moves environments to another expert's mean context where it fits them much better
+    /// (absent: never, as published).
+    #[serde(default)]
+    pub reseat: Option<Reseat>,
     /// Optimiser of both blocks.
     pub optimizer: AdaBeliefConfig,
     /// Integrator for training and evaluation.
@@ -162,6 +166,18 @@ impl Segments {
         let len = self.points as f64 + progress * steps.saturating_sub(self.points) as f64;
         (len < steps as f64).then(|| len.floor() as usize)
     }
+}
+
+/// Re-seating of stray environments after an outer step (docs/method.md): an environment
+/// whose trajectories another expert's mean context (routed by the gate) predicts with a loss
+/// below `gain` times its own moves to that context.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reseat {
+    /// Re-seat after every this many outer steps.
+    pub every: usize,
+    /// Loss ratio below which an environment moves, in (0, 1].
+    pub gain: f64,
 }
 
 /// How an inner step chooses its environments.
@@ -272,6 +288,15 @@ impl RunConfig {
             return Err(Error::config(
                 "train.segments",
                 format!("needs points >= 2 and full_at in (0, 1], got {} and {}", seg.points, seg.full_at),
+            )
+            .into());
+        }
+        if let Some(r) = &t.reseat
+            && (r.every == 0 || !(r.gain > 0.0 && r.gain <= 1.0))
+        {
+            return Err(Error::config(
+                "train.reseat",
+                format!("needs every >= 1 and gain in (0, 1], got {} and {}", r.every, r.gain),
             )
             .into());
         }

@@ -18,6 +18,7 @@ mod loss;
 pub mod metrics;
 mod model;
 mod proximal;
+mod reseat;
 mod schedule;
 mod subset;
 mod trainer;
@@ -26,8 +27,8 @@ pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
 pub use adapt::{AdaptMode, adapt};
 pub use atomic::{read_json, write_atomic, write_json};
 pub use config::{
-    AdaptConfig, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig, RouterConfig, RunConfig, Segments,
-    SubsetRule, TrainConfig,
+    AdaptConfig, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig, Reseat, RouterConfig, RunConfig,
+    Segments, SubsetRule, TrainConfig,
 };
 pub use evaluate::{EvalReport, evaluate, predict, score};
 pub use expert_losses::{constant_routing, expert_loss_matrix, generic_expert_loss_matrix};
@@ -35,6 +36,7 @@ pub use fused_losses::fused_expert_loss_matrix;
 pub use loss::{aux_total, env_losses, meta_loss};
 pub use model::{HostRouter, HostRouterState, MixerModel, Theta, assignment, route};
 pub use proximal::{flat_params, proximal_term};
+pub use reseat::reseat_moves;
 pub use schedule::PiecewiseLr;
 pub use subset::{nearest_subset, per_expert_subsets, subset_around};
 pub use trainer::{OuterRecord, TrainState, Trainer};

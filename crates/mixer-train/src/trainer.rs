@@ -22,8 +22,9 @@ use crate::checkpoint::{self, load_module, load_record, save_module, save_record
 use crate::expert_losses::expert_loss_matrix;
 use crate::loss::{aux_total, env_losses, meta_loss};
 use crate::model::{HostRouter, MixerModel, Theta, route};
+use crate::reseat::reseat_moves;
 use crate::{
-    AdaBelief, PiecewiseLr, RunConfig, SubsetRule, TrainError, flat_params, nearest_subset, per_expert_subsets,
+    AdaBelief, PiecewiseLr, Reseat, RunConfig, SubsetRule, TrainError, flat_params, nearest_subset, per_expert_subsets,
     proximal_term,
 };
 
@@ -43,6 +44,9 @@ pub struct OuterRecord {
     /// Environments whose expert a gate refit of this step changed, summed over the refits.
     #[serde(default)]
     pub rerouted: usize,
+    /// Environments moved to another expert's mean context after this step (`train.reseat`).
+    #[serde(default)]
+    pub reseated: usize,
 }
 
 /// Everything about a run's progress that a resume needs besides parameters.
@@ -186,10 +190,11 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
             bar.set_position(self.state.outer_done as u64);
             bar.set_message(format!(
-                "loss {:.3e}  experts {}  rerouted {}  gate {}/{} skipped",
+                "loss {:.3e}  experts {}  rerouted {}  reseated {}  gate {}/{} skipped",
                 record.model_loss,
                 self.routing_summary()?,
                 record.rerouted,
+                record.reseated,
                 self.state.skipped_gate_updates,
                 self.state.gate_updates + self.state.skipped_gate_updates
             ));
@@ -215,6 +220,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             model_loss += self.inner_step(Block::Model, &snap_theta, outer, outer * t.model_steps + i, &mut rng)?;
             rerouted += self.maybe_gate_update(i, outer, &mut rng)?;
         }
+        let reseated = match t.reseat {
+            Some(r) if (outer + 1).is_multiple_of(r.every) && self.config.model.experts > 1 => self.reseat(&r)?,
+            _ => 0,
+        };
         Ok(OuterRecord {
             outer,
             context_loss: context_loss / t.context_steps as f64,
@@ -222,6 +231,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             validation: None,
             seconds: start.elapsed().as_secs_f64(),
             rerouted,
+            reseated,
         })
     }
 
@@ -367,6 +377,36 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         let after = crate::model::assignment(&self.model.theta, &self.host, self.model.contexts.contexts())?;
         Ok(before.iter().zip(&after).filter(|(a, b)| a != b).count())
+    }
+
+    /// Moves the environments that [`reseat_moves`] names to their new contexts (the context
+    /// table keeps its parameter id, so its optimiser state stays attached); returns how many.
+    fn reseat(&mut self, reseat: &Reseat) -> Result<usize, TrainError> {
+        let valid = self.model.valid();
+        let mut rng = self.seeds.stream(&format!("reseat-{}", self.state.outer_done));
+        let moves = reseat_moves(
+            &valid.theta,
+            &self.host,
+            self.eval_integrator.as_ref(),
+            valid.contexts.contexts(),
+            &self.train,
+            self.config.train.gate_loss_trajs,
+            reseat,
+            &mut rng,
+        )?;
+        if moves.is_empty() {
+            return Ok(0);
+        }
+        let mut values = to_array2(self.model.contexts.contexts().detach());
+        for (e, row) in &moves {
+            values.row_mut(*e).assign(&ndarray::ArrayView1::from(row.as_slice()));
+        }
+        let (rows, d) = values.dim();
+        let flat: Vec<f64> = values.iter().copied().collect();
+        let table = mixer_core::host::tensor2::<B>(&flat, [rows, d], &self.device).require_grad();
+        self.model.contexts.table = self.model.contexts.table.clone().map(|_| table);
+        info!(moved = moves.len(), "environments re-seated");
+        Ok(moves.len())
     }
 
     /// Environments per expert under the current gate, e.g. `[16 16 15 ...]`.

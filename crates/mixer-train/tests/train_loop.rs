@@ -6,8 +6,9 @@ use mixer_experts::ExpertConfig;
 use mixer_ode::{FnSystem, ReferenceMethod, ReferenceSolver, SolverConfig};
 use mixer_routers::{ClusterCount, EmptyCluster, KMeansInit, Matching};
 use mixer_train::{
-    AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig,
-    RouterConfig, RunConfig, Segments, SubsetRule, TrainConfig, TrainError, Trainer, adapt, evaluate,
+    AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig, Reseat,
+    RouterConfig, RunConfig, Segments, SubsetRule, TrainConfig, TrainError, Trainer, adapt, assignment, evaluate,
+    reseat_moves,
 };
 use ndarray::Array4;
 
@@ -81,6 +82,7 @@ fn config(outer: usize) -> RunConfig {
             context_l1: 1e-3,
             window_fraction: 0.6,
             segments: None,
+            reseat: None,
             optimizer: AdaBeliefConfig::paper(),
             solver: SolverConfig::Rk4 { substeps: 1 },
         },
@@ -181,6 +183,11 @@ fn bad_configs_are_clear_errors() {
     c.train.segments = Some(Segments { points: 3, full_at: 0.0 });
     assert!(c.validate().is_err());
     let mut c = config(1);
+    c.train.reseat = Some(Reseat { every: 0, gain: 0.5 });
+    assert!(c.validate().unwrap_err().to_string().contains("train.reseat"));
+    c.train.reseat = Some(Reseat { every: 5, gain: 1.5 });
+    assert!(c.validate().is_err());
+    let mut c = config(1);
     c.train.solver = SolverConfig::Rk4 { substeps: 0 };
     assert!(c.validate().is_err());
     let _ = std::fs::remove_dir_all(dir);
@@ -226,6 +233,22 @@ fn training_learns_dynamics_not_a_constant() {
     let (report, _) = evaluate(&valid.theta, &t.host, integ.as_ref(), valid.contexts.contexts(), &train).unwrap();
     let ratio = report.mse.mean / temporal_variance(&train);
     assert!(ratio < 0.05, "in-domain MSE is {ratio:.3} of the trajectories' temporal variance");
+
+    // a stray (a rotation given a decay's context) is re-seated on its family's expert, alone
+    let valid = burn::module::AutodiffModule::valid(&t.model);
+    let mut ctx = mixer_core::host::to_array2(valid.contexts.contexts());
+    let decay = ctx.row(3).to_owned();
+    ctx.row_mut(0).assign(&decay);
+    let flat: Vec<f64> = ctx.iter().copied().collect();
+    let stray = mixer_core::host::tensor2::<NdArray<f64>>(&flat, [6, 4], &device);
+    let routed = assignment(&valid.theta, &t.host, stray.clone()).unwrap();
+    assert_eq!(routed[0], routed[3], "the stray sits on the decays' expert");
+    let reseat = Reseat { every: 1, gain: 0.5 };
+    let mut rng = Seeds::new(3).stream("reseat");
+    let moves = reseat_moves(&valid.theta, &t.host, integ.as_ref(), stray, &train, None, &reseat, &mut rng).unwrap();
+    assert_eq!(moves.iter().map(|m| m.0).collect::<Vec<_>>(), vec![0], "only the stray moves");
+    let moved = mixer_core::host::tensor2::<NdArray<f64>>(&moves[0].1, [1, 4], &device);
+    assert_eq!(assignment(&valid.theta, &t.host, moved).unwrap()[0], routed[1], "onto the rotations' expert");
 
     // new environments start from the trained context that fits them best: one of their family
     let new_params = [(0, 1.05), (1, 0.65)];
