@@ -47,6 +47,9 @@ pub struct GateStats {
     /// squares fit of one-hot targets can mask a cluster, step 5 of the MixER refit).
     #[serde(default)]
     pub last_gate_agreement: Option<f64>,
+    /// Environments whose expert the last successful refit changed.
+    #[serde(default)]
+    pub last_rerouted: usize,
 }
 
 impl GateStats {
@@ -266,6 +269,7 @@ impl KMeansLeastSquares {
         self.stats.last_cluster_experts = expert_of_cluster;
         self.stats.last_labels = fit.labels;
         self.stats.last_gate_agreement = Some(agree as f64 / envs as f64);
+        self.stats.last_rerouted = current.iter().zip(&routed).filter(|(a, b)| a != b).count();
         tracing::debug!(
             iterations = fit.iterations,
             reseeds = fit.reseeds,

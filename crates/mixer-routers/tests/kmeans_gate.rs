@@ -364,6 +364,8 @@ fn overlap_matching_keeps_experts_where_losses_would_permute_them() {
         assert_eq!(gate.update(&x, &rotated, &mut rng).unwrap(), GateUpdate::Updated);
     }
     assert_purity_one(&kept, &x, &centre_of);
+    assert_eq!(kept.stats().last_rerouted, 0);
+    assert_eq!(moved.stats().last_rerouted, x.nrows(), "every environment changed expert");
     let routed = moved.assignment(&x).unwrap();
     let stayed = centre_of.iter().zip(&routed).filter(|&(&c, &r)| r == expert_for(c)).count();
     assert_eq!(stayed, 0, "loss matching follows the rotation: {routed:?}");

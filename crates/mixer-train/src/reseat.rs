@@ -37,37 +37,36 @@ pub fn reseat_moves<B: Backend>(
     let routing = route(theta, host, contexts.clone(), Mode::Eval, rng)?;
     let current: Vec<Option<usize>> = routing.top1();
     let all: Vec<usize> = (0..envs).collect();
-    let full = Window::full(data.num_steps());
-    let own =
-        to_vec(env_losses(theta, integrator, &routing, contexts, &Batch::new(data, &all, full, max_trajs, &device))?);
+    let batch = Batch::new(data, &all, Window::full(data.num_steps()), max_trajs, &device);
+    let own = to_vec(env_losses(theta, integrator, &routing, contexts, &batch)?);
     // the mean context of each expert's environments
     let experts = current.iter().flatten().max().map_or(0, |&k| k + 1);
-    let mut centroids = Array2::<f64>::zeros((experts, d));
+    let mut means = Array2::<f64>::zeros((experts, d));
     let mut counts = vec![0usize; experts];
     for (e, k) in current.iter().enumerate() {
         if let Some(k) = *k {
             counts[k] += 1;
-            let mut row = centroids.row_mut(k);
+            let mut row = means.row_mut(k);
             row += &host_contexts.row(e);
         }
     }
+    for (mut row, &n) in means.rows_mut().into_iter().zip(&counts) {
+        row /= n.max(1) as f64;
+    }
     let mut best: Vec<Option<(f64, usize)>> = vec![None; envs];
     for k in (0..experts).filter(|&k| counts[k] > 0) {
-        let centroid: Vec<f64> = centroids.row(k).iter().map(|v| v / counts[k] as f64).collect();
-        let candidates = tensor2::<B>(&centroid.repeat(envs), [envs, d], &device);
+        let mean: Vec<f64> = means.row(k).to_vec();
+        let candidates = tensor2::<B>(&mean.repeat(envs), [envs, d], &device);
         let routing = route(theta, host, candidates.clone(), Mode::Eval, rng)?;
-        let batch = Batch::new(data, &all, full, max_trajs, &device);
+        // every environment gets the same candidate, so it goes to one expert for all of them
+        let target = routing.top1()[0];
         let Ok(losses) = env_losses(theta, integrator, &routing, candidates, &batch) else { continue };
         for (e, l) in to_vec(losses).into_iter().enumerate() {
-            let elsewhere = routing.top1()[e] != current[e];
-            if elsewhere && l.is_finite() && l < reseat.gain * own[e] && best[e].is_none_or(|(b, _)| l < b) {
+            let better = l.is_finite() && l < reseat.gain * own[e] && best[e].is_none_or(|(b, _)| l < b);
+            if target != current[e] && better {
                 best[e] = Some((l, k));
             }
         }
     }
-    Ok(best
-        .into_iter()
-        .enumerate()
-        .filter_map(|(e, b)| b.map(|(_, k)| (e, centroids.row(k).iter().map(|v| v / counts[k] as f64).collect())))
-        .collect())
+    Ok(best.into_iter().enumerate().filter_map(|(e, b)| b.map(|(_, k)| (e, means.row(k).to_vec()))).collect())
 }

@@ -352,7 +352,6 @@ impl<B: AutodiffBackend> Trainer<B> {
         if !due || self.host.kmeans.is_none() {
             return Ok(0);
         }
-        let before = crate::model::assignment(&self.model.theta, &self.host, self.model.contexts.contexts())?;
         let valid = self.model.valid();
         let contexts = valid.contexts.contexts();
         let mut expert_losses = expert_loss_matrix(
@@ -367,16 +366,19 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         let feedback = RouterFeedback { features: to_array2(contexts), expert_losses, step: outer };
         let kmeans = self.host.kmeans.as_mut().expect("checked above");
+        let mut rerouted = 0;
         match Router::<B::InnerBackend>::non_gradient_update(kmeans, &feedback, rng)? {
-            GateUpdate::Updated => self.state.gate_updates += 1,
+            GateUpdate::Updated => {
+                self.state.gate_updates += 1;
+                rerouted = kmeans.stats().last_rerouted;
+            }
             GateUpdate::Skipped(reason) => {
                 self.state.skipped_gate_updates += 1;
                 *self.state.skip_reasons.entry(reason).or_default() += 1;
             }
             GateUpdate::NotApplicable => {}
         }
-        let after = crate::model::assignment(&self.model.theta, &self.host, self.model.contexts.contexts())?;
-        Ok(before.iter().zip(&after).filter(|(a, b)| a != b).count())
+        Ok(rerouted)
     }
 
     /// Moves the environments that [`reseat_moves`] names to their new contexts (the context
