@@ -150,7 +150,8 @@ pub enum GateUpdate {
 }
 
 /// Maps units to experts. Routers trained by gradient expose their parameters as burn modules;
-/// routers refit otherwise (MixER) do it in [`Router::non_gradient_update`].
+/// routers refit otherwise (MixER's K-means + least squares, bias balancing) do it through
+/// mixer-routers' `Refit`, which reads a [`RouterFeedback`].
 pub trait Router<B: Backend> {
     /// Number of experts `E`.
     fn num_experts(&self) -> usize;
@@ -168,11 +169,6 @@ pub trait Router<B: Backend> {
     /// capacity limits); such routers must be frozen for a rollout before use inside an ODE.
     fn is_batch_coupled(&self) -> bool {
         false
-    }
-
-    /// A non-gradient update (K-means refit, bias balancing, schedules); default: none.
-    fn non_gradient_update(&mut self, _feedback: &RouterFeedback, _rng: &mut Rng) -> Result<GateUpdate> {
-        Ok(GateUpdate::NotApplicable)
     }
 }
 

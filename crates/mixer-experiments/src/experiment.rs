@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use mixer_core::Error;
-use mixer_routers::GateMode;
+use mixer_routers::GradientSettings;
 use mixer_train::{RouterConfig, RunConfig, SubsetRule};
 
 use crate::{ExperimentError, Profile};
@@ -48,7 +48,7 @@ impl Variant {
         match self {
             Variant::Mixer => {}
             Variant::GradientGate => {
-                c.router = RouterConfig::Gradient { mode: GateMode::SwitchTop1, importance: 0.1 };
+                c.router = RouterConfig::Gradient(GradientSettings::default());
             }
             Variant::SingleExpert => {
                 c.model.context_dim = base.expert_context_dim();

@@ -57,7 +57,7 @@ fn gate_probabilities<B: AutodiffBackend>(
     loaded: &LoadedRun<B>,
 ) -> Result<Array2<f64>, ExperimentError> {
     let mut rng = Seeds::new(0).stream("figures");
-    let routing = route(&valid.theta, &loaded.host, valid.contexts.contexts(), Mode::Eval, &mut rng)?;
+    let routing = route(&valid.theta, valid.contexts.contexts(), Mode::Eval, &mut rng)?;
     let k = loaded.config.model.experts;
     let top1 = routing.top1();
     Ok(match routing.probs {

@@ -13,10 +13,11 @@ use tracing::info;
 
 use mixer_core::host::{tensor2, to_vec};
 use mixer_core::{ContextModel, Error, Seeds};
+use mixer_routers::Refit;
 use mixer_train::metrics::{nmi, purity};
 use mixer_train::{
-    AdaptMode, EvalReport, HostRouter, MixerModel, RunConfig, TrainState, Trainer, adapt, checkpoint, evaluate,
-    read_json, write_json,
+    AdaptMode, EvalReport, MixerModel, RunConfig, TrainState, Trainer, adapt, checkpoint, evaluate, read_json,
+    write_json,
 };
 
 use crate::ExperimentError;
@@ -102,8 +103,6 @@ pub struct LoadedRun<B: AutodiffBackend> {
     pub seeds: Seeds,
     /// Trained parameters.
     pub model: MixerModel<B>,
-    /// Gate state.
-    pub host: HostRouter,
     /// Trainer state at that checkpoint.
     pub state: TrainState,
 }
@@ -123,11 +122,10 @@ pub fn load_run<B: AutodiffBackend>(
             .map(|(_, d)| d)
             .ok_or_else(|| Error::config("run", format!("{} has no checkpoint: train it first", run.display())))?
     };
-    let (model, _) = MixerModel::<B>::init(&config, data.train.num_envs(), data.train.dim(), &seeds, device)?;
-    let model = checkpoint::load_module(model, &dir, "model", device)?;
-    let host = HostRouter::from_state(&config, &read_json(&dir.join("router.json"))?)?;
+    let model = MixerModel::<B>::init(&config, data.train.num_envs(), data.train.dim(), &seeds, device)?
+        .load_checkpoint(&dir, device)?;
     let state: TrainState = read_json(&dir.join("state.json"))?;
-    Ok(LoadedRun { config, seeds, model, host, state })
+    Ok(LoadedRun { config, seeds, model, state })
 }
 
 /// File holding adapted contexts of a mode.
@@ -156,7 +154,7 @@ fn adapt_loaded<B: AutodiffBackend>(
     mode: AdaptMode,
     device: &B::Device,
 ) -> Result<Vec<Vec<f64>>, ExperimentError> {
-    let ctx = adapt(&loaded.model, &loaded.host, &loaded.config, &data.adapt_train, mode, &loaded.seeds, device)?;
+    let ctx = adapt(&loaded.model, &loaded.config, &data.adapt_train, mode, &loaded.seeds, device)?;
     let rows = context_rows(ctx);
     write_json(&adapted_path(run, mode), &rows)?;
     Ok(rows)
@@ -188,7 +186,7 @@ pub fn eval_run<B: AutodiffBackend>(
     let contexts = valid.contexts.contexts();
     let train_rows = context_rows(contexts.clone());
     write_json(&run.join("contexts.json"), &train_rows)?;
-    let (in_domain, in_pred) = evaluate(&valid.theta, &loaded.host, integrator.as_ref(), contexts.clone(), &data.test)?;
+    let (in_domain, in_pred) = evaluate(&valid.theta, integrator.as_ref(), contexts.clone(), &data.test)?;
     let mut adapted = Vec::new();
     let mut bulk_rows = Vec::new();
     for mode in [AdaptMode::Bulk, AdaptMode::Sequential] {
@@ -198,7 +196,7 @@ pub fn eval_run<B: AutodiffBackend>(
         let d = rows.first().map_or(0, Vec::len);
         let flat: Vec<f64> = rows.concat();
         let ctx: Tensor<B::InnerBackend, 2> = tensor2(&flat, [rows.len(), d], device);
-        adapted.push(evaluate(&valid.theta, &loaded.host, integrator.as_ref(), ctx, &data.adapt_test)?);
+        adapted.push(evaluate(&valid.theta, integrator.as_ref(), ctx, &data.adapt_test)?);
         if mode == AdaptMode::Bulk {
             bulk_rows = rows;
         }
@@ -217,7 +215,7 @@ pub fn eval_run<B: AutodiffBackend>(
         assignment,
         gate_updates: last.gate_updates,
         skipped_gate_updates: last.skipped_gate_updates,
-        gate_agreement: loaded.host.kmeans.as_ref().and_then(|k| k.stats().last_gate_agreement),
+        gate_agreement: loaded.model.theta.gate.last_agreement(),
     };
     let outer = last.outer_done;
     let timing = Timing {

@@ -2,7 +2,7 @@
 //! the selected experts on their rows, and scatters the trajectories back.
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
 use tracing::{debug, warn};
 
 use mixer_core::{Error, Expert, Integrator, Routing, VectorField, anchor_module, anchor_tensor};
@@ -64,7 +64,8 @@ fn rated<B: Backend>(w: Tensor<B, 2>, rate: Option<Tensor<B, 2>>) -> Tensor<B, 2
     }
 }
 
-/// One expert's field on a fixed set of rows: `w_r * f(x_r, ctx_r)` (`w` absent means 1).
+/// One expert's field on a fixed set of rows: `w_r * f(x_r, ctx_r)` (`w` absent means 1),
+/// either on every row of the state or, sparse, on the rows `rows` of it only.
 struct ExpertField<B: Backend, X> {
     /// The expert's rollout view (see [`ExpertField::new`]).
     expert: X,
@@ -72,6 +73,8 @@ struct ExpertField<B: Backend, X> {
     ctx: Tensor<B, 2>,
     /// Per-row weight `[rows, 1]`.
     weight: Option<Tensor<B, 2>>,
+    /// The rows of the state this expert acts on; `None`: all of them.
+    rows: Option<Tensor<B, 1, Int>>,
 }
 
 impl<B: Backend, X: Module<B>> ExpertField<B, X> {
@@ -80,7 +83,29 @@ impl<B: Backend, X: Module<B>> ExpertField<B, X> {
     /// the rollout stays linear in its length under burn-autodiff 0.21 (forward and backward
     /// of 100 RK4 steps of a width-64 GEPS expert: 0.57 s instead of 6.8 s, docs/benchmarks.md).
     fn new(expert: &X, ctx: Tensor<B, 2>, weight: Option<Tensor<B, 2>>) -> Self {
-        Self { expert: anchor_module(expert.clone()), ctx: anchor_tensor(ctx), weight: weight.map(anchor_tensor) }
+        Self {
+            expert: anchor_module(expert.clone()),
+            ctx: anchor_tensor(ctx),
+            weight: weight.map(anchor_tensor),
+            rows: None,
+        }
+    }
+
+    /// The same field acting only on `rows` of the state (`ctx` and `weight` are per selected row).
+    fn on_rows(self, rows: Tensor<B, 1, Int>) -> Self {
+        Self { rows: Some(rows), ..self }
+    }
+}
+
+impl<B: Backend, X: Expert<B>> ExpertField<B, X> {
+    /// `acc` plus this field's contribution at state `x` (scattered onto its rows when sparse).
+    fn add_to(&self, acc: Tensor<B, 2>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.rows {
+            None => acc + self.eval(0.0, x),
+            Some(rows) => {
+                acc.select_assign(0, rows.clone(), self.eval(0.0, x.select(0, rows.clone())), IndexingUpdateOp::Add)
+            }
+        }
     }
 }
 
@@ -89,6 +114,7 @@ impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<B, X> {
         self.expert.state_dim()
     }
 
+    /// The field on the rows it was built for (`x` holds exactly those rows).
     fn eval(&self, _t: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let y = self.expert.forward(x, self.ctx.clone());
         match &self.weight {
@@ -98,14 +124,18 @@ impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<B, X> {
     }
 }
 
-/// How a top-1 routing's experts are integrated.
+/// How a routing's experts are integrated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dispatch {
-    /// One stacked rollout of all GEPS experts of one layout (others fall back to
-    /// [`Dispatch::PerExpert`]).
+    /// Top-1: one stacked rollout of all GEPS experts of one layout (others fall back to
+    /// [`Dispatch::PerExpert`]). Top-k and shared: sparse, as [`Dispatch::PerExpert`].
     Stacked,
-    /// One rollout per expert over its rows.
+    /// Top-1: one rollout per expert over its rows. Top-k and shared: each expert evaluated
+    /// only on the rows routed to it (gather, evaluate, scatter-add).
     PerExpert,
+    /// The masked reference: every expert with any unit evaluated on every row, its weight zero
+    /// where it is not chosen (what dense implementations do; the baseline of the sparse paths).
+    Dense,
 }
 
 /// The weighted sum `sum_k w_rk f_k(x_r, ctx_rk)` over the experts taking part.
@@ -118,10 +148,8 @@ impl<B: Backend, X: Expert<B>> VectorField<B> for MixtureField<B, X> {
         self.parts.first().map_or(0, |p| p.dim())
     }
 
-    fn eval(&self, t: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let mut parts = self.parts.iter();
-        let first = parts.next().map(|p| p.eval(t, x.clone()));
-        parts.fold(first.unwrap_or_else(|| x.zeros_like()), |acc, p| acc + p.eval(t, x.clone()))
+    fn eval(&self, _t: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.parts.iter().fold(x.zeros_like(), |acc, p| p.add_to(acc, x.clone()))
     }
 }
 
@@ -289,7 +317,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         if n == 0 {
             return Ok(Tensor::zeros([0, rows.times.len(), self.experts[0].state_dim()], &device));
         }
-        if k == 1 && routing.shared.is_empty() {
+        if k == 1 && routing.shared.is_empty() && dispatch != Dispatch::Dense {
             return self.rollout_top1(integrator, routing, contexts, rows, dispatch);
         }
         let rates = rows.row_rates(&device);
@@ -305,11 +333,29 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             }
             let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [envs, k]), &device);
             let w_env: Tensor<B, 2> = (routing.weights.clone() * mask).sum_dim(1);
-            parts.push(ExpertField::new(
-                &self.experts[e],
-                self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
-                Some(rated(w_env.select(0, env_idx.clone()), rates.clone())),
-            ));
+            let ctx = self.context_slice(contexts.clone(), e)?;
+            let mine: Vec<usize> = (0..n).filter(|&r| group.units.contains(&rows.env_of_row[r])).collect();
+            if mine.is_empty() && dispatch != Dispatch::Dense {
+                continue;
+            }
+            parts.push(if dispatch == Dispatch::Dense || mine.len() == n {
+                ExpertField::new(
+                    &self.experts[e],
+                    ctx.select(0, env_idx.clone()),
+                    Some(rated(w_env.select(0, env_idx.clone()), rates.clone())),
+                )
+            } else {
+                let row_idx = index::<B>(&mine, &device);
+                let envs_e: Vec<usize> = mine.iter().map(|&r| rows.env_of_row[r]).collect();
+                let env_idx_e = index::<B>(&envs_e, &device);
+                let rates_e = rates.clone().map(|r| r.select(0, row_idx.clone()));
+                ExpertField::new(
+                    &self.experts[e],
+                    ctx.select(0, env_idx_e.clone()),
+                    Some(rated(w_env.select(0, env_idx_e), rates_e)),
+                )
+                .on_rows(row_idx)
+            });
         }
         for &(e, w) in &routing.shared {
             if e >= self.num_experts() {
@@ -324,7 +370,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         if parts.is_empty() {
             return Ok(rows.x0.unsqueeze_dim::<3>(1).repeat_dim(1, rows.times.len()));
         }
-        debug!(rows = n, experts = parts.len(), "dense mixture rollout");
+        debug!(rows = n, experts = parts.len(), ?dispatch, "mixture rollout");
         let field = MixtureField { parts };
         integrator.integrate(&field, rows.x0, rows.times).map_err(|e| rollout_error(e, None, rows.env_of_row))
     }
@@ -673,6 +719,74 @@ mod tests {
     impl ModuleVisitor<AB> for ParamGrads<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
             self.out.push(param.grad(self.grads).map(to_vec));
+        }
+    }
+
+    /// Values, parameter gradients (`None`: not reached), context and gate-weight gradients.
+    type Outcome = (Vec<f64>, Vec<Option<Vec<f64>>>, Vec<f64>, Vec<f64>);
+
+    /// Values and gradients (parameters, contexts, gate weights) of `sum(y * R)` for a top-2
+    /// routing `indices` with weights `w`, plus `shared` experts, dispatched by `dispatch`.
+    fn top2_run(
+        case: &Case,
+        indices: &[Option<usize>],
+        w: &[f64],
+        shared: &[(usize, f64)],
+        dispatch: Dispatch,
+    ) -> Outcome {
+        let device = Default::default();
+        let moe = mixture::<AB>(false, true, &device);
+        let weights = tensor2::<AB>(w, [5, 2], &device).require_grad();
+        let (ctx, x0, _) = case.problem::<AB>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+        let ctx = ctx.require_grad();
+        let r = Routing {
+            k: 2,
+            indices: indices.to_vec(),
+            weights: weights.clone(),
+            shared: shared.to_vec(),
+            probs: None,
+            aux_losses: vec![],
+        };
+        let y = moe.rollout_rows_by(&Rk4 { substeps: 1 }, &r, ctx.clone(), case.rows(x0), dispatch).unwrap();
+        let factor: Vec<f64> = (0..8 * case.n()).map(|i| 0.5 + 0.01 * (i % 97) as f64).collect();
+        let factor = tensor2::<AB>(&factor, [case.n(), 8], &device).reshape([case.n(), 4, 2]);
+        let grads = (y.clone() * factor).sum().backward();
+        let mut params = ParamGrads { grads: &grads, out: Vec::new() };
+        moe.visit(&mut params);
+        (to_vec(y), params.out, to_vec(ctx.grad(&grads).unwrap()), to_vec(weights.grad(&grads).unwrap()))
+    }
+
+    #[test]
+    fn sparse_top2_and_shared_dispatch_equals_the_masked_dense_mixture() {
+        // Environment 2 has no rows; only it routes to expert 1, so without shared experts the
+        // sparse path never evaluates expert 1 while the dense one runs it with weight zero.
+        let case = Case::new([3, 1, 0, 3, 2]);
+        let indices = [Some(2), Some(0), Some(0), None, Some(1), None, Some(2), Some(0), Some(0), Some(2)];
+        let w = [0.6, 0.4, 0.9, 0.0, 1.0, 0.0, 0.3, 0.7, 0.5, 0.5];
+        for shared in [vec![], vec![(1, 0.5)]] {
+            let (want_y, want_p, want_c, want_w) = top2_run(&case, &indices, &w, &shared, Dispatch::Dense);
+            for dispatch in [Dispatch::Stacked, Dispatch::PerExpert] {
+                let (got_y, got_p, got_c, got_w) = top2_run(&case, &indices, &w, &shared, dispatch);
+                let what = format!("{dispatch:?}, shared {shared:?}");
+                assert!(max_diff(&got_y, &want_y) < 1e-12, "{what}: values");
+                assert!(max_diff(&got_c, &want_c) < 1e-12, "{what}: context gradient");
+                assert!(max_diff(&got_w, &want_w) < 1e-12, "{what}: gate weight gradient");
+                // parameters of expert k come at [k * per, (k + 1) * per)
+                let per = got_p.len() / 3;
+                for (i, (g, d)) in got_p.iter().zip(&want_p).enumerate() {
+                    match (g, d) {
+                        (Some(g), Some(d)) => assert!(max_diff(g, d) < 1e-12, "{what}: parameter {i}"),
+                        (None, Some(d)) => {
+                            assert!(shared.is_empty() && i / per == 1, "{what}: parameter {i} lost its gradient");
+                            assert!(d.iter().all(|v| *v == 0.0), "{what}: masked expert 1 has a gradient");
+                        }
+                        _ => panic!("{what}: parameter {i}: sparse {g:?}, dense {d:?}"),
+                    }
+                }
+                if shared.is_empty() {
+                    assert!(got_p[per..2 * per].iter().all(Option::is_none), "{what}: expert 1 was evaluated");
+                }
+            }
         }
     }
 

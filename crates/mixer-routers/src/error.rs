@@ -56,6 +56,28 @@ pub enum RouterError {
         /// The largest `k` allowed here.
         max: usize,
     },
+    /// The shared experts leave no routed expert, or fewer routed experts than `top_k`.
+    #[error(
+        "shared = {shared} with {experts} experts and top_k = {k}: keep at least top_k routed experts (E - shared >= k)"
+    )]
+    TooManyShared {
+        /// Requested shared experts.
+        shared: usize,
+        /// Number of experts.
+        experts: usize,
+        /// Experts per unit.
+        k: usize,
+    },
+    /// A softmax temperature or its schedule is out of range.
+    #[error("{field} = {value}: {expected}")]
+    InvalidSchedule {
+        /// The offending field.
+        field: &'static str,
+        /// Its value.
+        value: f64,
+        /// What is allowed.
+        expected: &'static str,
+    },
     /// A shared-expert index is out of range or repeated.
     #[error("shared expert {index} is invalid with {experts} experts (indices must be distinct and < num_experts)")]
     InvalidSharedExpert {
@@ -83,6 +105,20 @@ pub enum RouterError {
     InvalidNoiseFloor {
         /// The rejected value.
         value: f64,
+    },
+    /// A config names a router that is not registered.
+    #[error("unknown router kind `{kind}`; registered kinds: {known}")]
+    UnknownKind {
+        /// The requested kind.
+        kind: String,
+        /// The registered kinds, comma-separated.
+        known: String,
+    },
+    /// Checkpointed router state does not fit the router (another kind, another shape).
+    #[error("router state: {reason}")]
+    State {
+        /// What does not fit, and what to do.
+        reason: String,
     },
     /// The least-squares solve failed (nalgebra's SVD reported an error).
     #[error("least-squares gate fit failed: {reason}; check the contexts for degenerate values")]
@@ -114,10 +150,14 @@ impl RouterError {
             RouterError::TooManyExperts { .. } => "num_experts",
             RouterError::InvalidCoefficient { field, .. } => field,
             RouterError::InvalidTopK { .. } => "top_k",
+            RouterError::TooManyShared { .. } => "shared",
+            RouterError::InvalidSchedule { field, .. } => field,
             RouterError::InvalidSharedExpert { .. } | RouterError::InvalidSharedWeight { .. } => "shared",
             RouterError::InvalidCapacityFactor { .. } => "capacity_factor",
             RouterError::InvalidNoiseFloor { .. } => "noise_floor",
             RouterError::LeastSquares { .. } => "gate",
+            RouterError::UnknownKind { .. } => "router.kind",
+            RouterError::State { .. } => "router state",
         }
     }
 }

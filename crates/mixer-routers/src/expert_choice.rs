@@ -2,13 +2,12 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Tensor, TensorData, activation::softmax, backend::Backend};
-use rand::Rng as _;
-use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use mixer_core::{Granularity, Rng, Router, RouterInput, Routing, host};
 
-use crate::{RouterError, select::topk_lowest};
+use crate::gating::reduced_init;
+use crate::{Refit, RouterError, RouterShape, RouterSpec, select::topk_lowest};
 
 /// Configuration of [`ExpertChoice`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,28 +23,65 @@ pub struct ExpertChoiceConfig {
 impl ExpertChoiceConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), RouterError> {
-        if self.num_experts == 0 {
-            return Err(RouterError::ZeroExperts);
-        }
-        if self.input_dim == 0 {
-            return Err(RouterError::ZeroContextDim);
-        }
+        RouterShape { experts: self.num_experts, features: self.input_dim }.check()?;
         if !(self.capacity_factor.is_finite() && self.capacity_factor > 0.0) {
             return Err(RouterError::InvalidCapacityFactor { value: self.capacity_factor });
         }
         Ok(())
     }
 
-    /// Validates, then builds the router; `W_g: [d, E]` ~ N(0, 0.1 / d) (Switch's reduced scale) from `rng`.
+    /// Validates, then builds the router; `W_g: [d, E]` from Switch's reduced initialisation
+    /// (truncated normal, standard deviation `sqrt(0.1 / d)`) drawn from `rng`.
     pub fn init<B: Backend>(&self, device: &B::Device, rng: &mut Rng) -> Result<ExpertChoice<B>, RouterError> {
         self.validate()?;
-        let std = (0.1 / self.input_dim as f64).sqrt();
-        let w: Vec<f64> =
-            (0..self.input_dim * self.num_experts).map(|_| std * rng.sample::<f64, _>(StandardNormal)).collect();
-        let w_gate = Param::from_tensor(host::tensor2(&w, [self.input_dim, self.num_experts], device));
+        let w_gate = reduced_init(self.input_dim, self.num_experts, 0.1, rng, device);
         Ok(ExpertChoice { w_gate, config: self.clone() })
     }
 }
+
+/// `[router]` settings of [`ExpertChoice`] (`kind = "expert-choice"`): capacity factor 2 by
+/// default, as in Zhou et al. 2022.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExpertChoiceSettings {
+    /// Capacity factor `c` (average experts per unit).
+    pub capacity_factor: f64,
+}
+
+impl Default for ExpertChoiceSettings {
+    fn default() -> Self {
+        Self { capacity_factor: 2.0 }
+    }
+}
+
+impl ExpertChoiceSettings {
+    fn config(&self, shape: RouterShape) -> ExpertChoiceConfig {
+        ExpertChoiceConfig {
+            input_dim: shape.features,
+            num_experts: shape.experts,
+            capacity_factor: self.capacity_factor,
+        }
+    }
+}
+
+impl RouterSpec for ExpertChoiceSettings {
+    type Router<B: Backend> = ExpertChoice<B>;
+
+    fn check(&self, shape: RouterShape) -> Result<(), RouterError> {
+        self.config(shape).validate()
+    }
+
+    fn build<B: Backend>(
+        &self,
+        shape: RouterShape,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Result<ExpertChoice<B>, RouterError> {
+        self.config(shape).init(device, rng)
+    }
+}
+
+impl<B: Backend> Refit for ExpertChoice<B> {}
 
 /// Expert-choice router: affinities `softmax(x W_g)` per unit; expert e takes the C units with the highest
 /// affinity. Batch-coupled: a unit's experts depend on the other units of the batch.
@@ -87,11 +123,8 @@ impl<B: Backend> Router<B> for ExpertChoice<B> {
     /// elsewhere (no renormalisation); units chosen by nobody have all slots `None`. `probs` = `S`.
     fn route(&self, input: &RouterInput<B>, _rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
         let e = self.config.num_experts;
-        let [n, d] = input.features.dims();
-        if d != self.config.input_dim {
-            let expected = ["N".to_string(), self.config.input_dim.to_string()];
-            return Err(mixer_core::Error::shape("router features", expected, [n, d]));
-        }
+        let [n, _] = input.features.dims();
+        RouterShape { experts: e, features: self.config.input_dim }.check_features(input.features.dims())?;
         let device = input.features.device();
         let s = softmax(input.features.clone().matmul(self.w_gate.val()), 1);
         let host_s = host::to_vec(s.clone());
@@ -125,7 +158,7 @@ mod tests {
     fn each_expert_takes_its_top_c_units() {
         let r = router(3, 4);
         let mut rng = Seeds::new(2).stream("x");
-        let x: Vec<f64> = (0..8 * 3).map(|_| rng.sample(StandardNormal)).collect();
+        let x: Vec<f64> = (0..8 * 3).map(|_| rand::Rng::sample(&mut rng, rand_distr::StandardNormal)).collect();
         let device = Default::default();
         let input = RouterInput { features: host::tensor2(&x, [8, 3], &device), mode: Mode::Train };
         let out = r.route(&input, &mut rng).unwrap();

@@ -1,13 +1,15 @@
 //! The naive-MoE baseline gate (MixER, Nzoyem et al. 2025): a softmax gate on contexts trained by gradient.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData, activation::softmax, backend::Backend};
+use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use mixer_core::{AuxKind, AuxLoss, Granularity, Mode, Rng, Router, RouterInput, Routing, host};
 
-use crate::{RouterError, balance::cv_squared, select::argmax_lowest};
+use crate::spec::check_coefficients;
+use crate::{Refit, RouterError, RouterShape, RouterSpec, balance::cv_squared, select::argmax_lowest};
 
 /// How the gate's softmax becomes combine weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,29 +41,73 @@ impl GradientGateConfig {
 
     /// Checks every field.
     pub fn validate(&self) -> Result<(), RouterError> {
-        if self.num_experts == 0 {
-            return Err(RouterError::ZeroExperts);
-        }
-        if self.context_dim == 0 {
-            return Err(RouterError::ZeroContextDim);
-        }
-        if !(self.importance_coef.is_finite() && self.importance_coef >= 0.0) {
-            return Err(RouterError::InvalidCoefficient { field: "importance_coef", value: self.importance_coef });
-        }
-        Ok(())
+        RouterShape { experts: self.num_experts, features: self.context_dim }.check()?;
+        check_coefficients(&[("importance_coef", Some(self.importance_coef))])
     }
 
-    /// Validates, then builds the gate on `device` (burn's `Linear` init, drawn from the backend's seeded rng).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<GradientGate<B>, RouterError> {
+    /// Validates, then builds the gate on `device`: weight and bias uniform on `±1/sqrt(d_xi)`
+    /// (the usual linear-layer initialisation), drawn row-major from `rng`, weight first.
+    pub fn init<B: Backend>(&self, device: &B::Device, rng: &mut Rng) -> Result<GradientGate<B>, RouterError> {
         self.validate()?;
+        let (d, k) = (self.context_dim, self.num_experts);
+        let bound = 1.0 / (d as f64).sqrt();
+        let mut draw = |len: usize| -> Vec<f64> { (0..len).map(|_| rng.random_range(-bound..bound)).collect() };
+        let mut linear = LinearConfig::new(d, k).init(device);
+        linear.weight = Param::from_tensor(host::tensor2(&draw(d * k), [d, k], device));
+        linear.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(draw(k), [k]), device)));
         Ok(GradientGate {
-            linear: LinearConfig::new(self.context_dim, self.num_experts).init(device),
+            linear,
             mode: self.mode,
             num_experts: self.num_experts,
             importance_coef: self.importance_coef,
         })
     }
 }
+
+/// `[router]` settings of [`GradientGate`] (`kind = "gradient"`): Switch top-1 with importance
+/// coefficient 0.1 by default, as the MixER paper's naive-MoE baseline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GradientSettings {
+    /// Switch-style weighted top-1 or dense softmax.
+    pub mode: GateMode,
+    /// Coefficient of the importance (CV^2) balancing loss.
+    pub importance: f64,
+}
+
+impl Default for GradientSettings {
+    fn default() -> Self {
+        Self { mode: GateMode::SwitchTop1, importance: 0.1 }
+    }
+}
+
+impl GradientSettings {
+    fn config(&self, shape: RouterShape) -> GradientGateConfig {
+        GradientGateConfig {
+            importance_coef: self.importance,
+            ..GradientGateConfig::new(shape.features, shape.experts, self.mode)
+        }
+    }
+}
+
+impl RouterSpec for GradientSettings {
+    type Router<B: Backend> = GradientGate<B>;
+
+    fn check(&self, shape: RouterShape) -> Result<(), RouterError> {
+        self.config(shape).validate()
+    }
+
+    fn build<B: Backend>(
+        &self,
+        shape: RouterShape,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Result<GradientGate<B>, RouterError> {
+        self.config(shape).init(device, rng)
+    }
+}
+
+impl<B: Backend> Refit for GradientGate<B> {}
 
 /// A linear softmax gate `d_xi -> K` (with bias) trained by gradient; routes environment contexts.
 #[derive(Module, Debug)]
@@ -118,11 +164,9 @@ impl<B: Backend> Router<B> for GradientGate<B> {
     /// (argmax, ties to the lowest index). Dense: `k = K`, weights `[N, K]` = all probabilities. In
     /// `Mode::Train` the importance loss (kind `Importance`) is returned with its coefficient.
     fn route(&self, input: &RouterInput<B>, _rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
-        let [n, d] = input.features.dims();
-        let d_in = self.linear.weight.dims()[0];
-        if d != d_in {
-            return Err(mixer_core::Error::shape("gate features", ["N".to_string(), d_in.to_string()], [n, d]));
-        }
+        let [n, _] = input.features.dims();
+        let features = self.linear.weight.dims()[0];
+        RouterShape { experts: self.num_experts, features }.check_features(input.features.dims())?;
         let device = input.features.device();
         let probs = self.probs(input.features.clone());
         let k_all = self.num_experts;
@@ -156,13 +200,13 @@ mod tests {
     use super::*;
     use crate::{TestAutodiffBackend, TestBackend};
     use burn::backend::{Autodiff, Flex};
-    use burn::module::Param;
     use mixer_core::Seeds;
 
     type B64 = TestBackend;
 
     fn gate_with<B: Backend>(mode: GateMode, w: &[f64], b: &[f64], device: &B::Device) -> GradientGate<B> {
-        let mut gate = GradientGateConfig::new(2, 3, mode).init::<B>(device).unwrap();
+        let mut gate =
+            GradientGateConfig::new(2, 3, mode).init::<B>(device, &mut Seeds::new(0).stream("gate")).unwrap();
         gate.linear.weight = Param::from_tensor(host::tensor2(w, [2, 3], device));
         gate.linear.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b.to_vec(), [3]), device)));
         gate

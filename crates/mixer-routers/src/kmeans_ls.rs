@@ -6,7 +6,7 @@ use rand::Rng as _;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use mixer_core::{GateUpdate, Granularity, Rng, Router, RouterFeedback, RouterInput, Routing, ensure_finite, host};
+use mixer_core::{GateUpdate, Granularity, Rng, Router, RouterInput, Routing, ensure_finite, host};
 
 use crate::kmeans::{KMeansFailure, init_kmeans_pp, init_uniform, lloyd_l1};
 use crate::matching::{cluster_losses, greedy, hungarian, overlap_cost};
@@ -316,9 +316,5 @@ impl<B: Backend> Router<B> for KMeansLeastSquares {
             probs: Some(host::tensor2(&probs, [n, k], &device)),
             aux_losses: vec![],
         })
-    }
-
-    fn non_gradient_update(&mut self, feedback: &RouterFeedback, rng: &mut Rng) -> mixer_core::Result<GateUpdate> {
-        Ok(self.update(&feedback.features, &feedback.expert_losses, rng)?)
     }
 }

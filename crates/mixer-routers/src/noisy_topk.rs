@@ -1,14 +1,16 @@
 //! Noisy top-k gating (Shazeer et al. 2017) with optional Switch balance and z-loss.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Bool, Int, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{Bool, Tensor, TensorData, activation, backend::Backend};
 use rand::Rng as _;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use mixer_core::{AuxKind, AuxLoss, Granularity, Mode, Rng, Router, RouterInput, Routing, host};
 
-use crate::{RouterError, balance::cv_squared, select::topk_lowest};
+use crate::gating::{int_tensor, switch_balance, z_loss};
+use crate::spec::check_coefficients;
+use crate::{Refit, RouterError, RouterShape, RouterSpec, balance::cv_squared, select::topk_lowest};
 
 /// Configuration of [`NoisyTopK`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,12 +57,7 @@ impl NoisyTopKConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), RouterError> {
         let (e, k) = (self.num_experts, self.top_k);
-        if e == 0 {
-            return Err(RouterError::ZeroExperts);
-        }
-        if self.input_dim == 0 {
-            return Err(RouterError::ZeroContextDim);
-        }
+        RouterShape { experts: e, features: self.input_dim }.check()?;
         let needs_next = self.noisy && self.load_coef > 0.0;
         let max = if needs_next { e - 1 } else { e };
         if k == 0 || k > max {
@@ -75,11 +72,7 @@ impl NoisyTopKConfig {
             ("switch_balance_coef", self.switch_balance_coef),
             ("z_loss_coef", self.z_loss_coef),
         ];
-        for (field, value) in coefs {
-            if let Some(value) = value.filter(|v| !(v.is_finite() && *v >= 0.0)) {
-                return Err(RouterError::InvalidCoefficient { field, value });
-            }
-        }
+        check_coefficients(&coefs)?;
         for (i, &(index, weight)) in self.shared.iter().enumerate() {
             if index >= e || self.shared[..i].iter().any(|(j, _)| *j == index) {
                 return Err(RouterError::InvalidSharedExpert { index, experts: e });
@@ -99,6 +92,75 @@ impl NoisyTopKConfig {
     }
 }
 
+/// `[router]` settings of [`NoisyTopK`] (`kind = "noisy-top-k"`): defaults are Shazeer et al.'s
+/// (k = 2, noise on, floor 1e-2, importance and load coefficients 0.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoisyTopKSettings {
+    /// Experts per unit `k`.
+    pub top_k: usize,
+    /// Learned Gaussian noise on the logits in training.
+    pub noisy: bool,
+    /// Floor added to the softplus noise scale.
+    pub noise_floor: f64,
+    /// Importance loss coefficient.
+    pub importance: f64,
+    /// Smooth load loss coefficient.
+    pub load: f64,
+    /// Switch balance loss coefficient, if wanted.
+    pub switch_balance: Option<f64>,
+    /// Router z-loss coefficient, if wanted.
+    pub z_loss: Option<f64>,
+}
+
+impl Default for NoisyTopKSettings {
+    fn default() -> Self {
+        let c = NoisyTopKConfig::new(1, 1, 2);
+        Self {
+            top_k: c.top_k,
+            noisy: c.noisy,
+            noise_floor: c.noise_floor,
+            importance: c.importance_coef,
+            load: c.load_coef,
+            switch_balance: None,
+            z_loss: None,
+        }
+    }
+}
+
+impl NoisyTopKSettings {
+    fn config(&self, shape: RouterShape) -> NoisyTopKConfig {
+        NoisyTopKConfig {
+            noisy: self.noisy,
+            noise_floor: self.noise_floor,
+            importance_coef: self.importance,
+            load_coef: self.load,
+            switch_balance_coef: self.switch_balance,
+            z_loss_coef: self.z_loss,
+            ..NoisyTopKConfig::new(shape.features, shape.experts, self.top_k)
+        }
+    }
+}
+
+impl RouterSpec for NoisyTopKSettings {
+    type Router<B: Backend> = NoisyTopK<B>;
+
+    fn check(&self, shape: RouterShape) -> Result<(), RouterError> {
+        self.config(shape).validate()
+    }
+
+    fn build<B: Backend>(
+        &self,
+        shape: RouterShape,
+        _rng: &mut Rng,
+        device: &B::Device,
+    ) -> Result<NoisyTopK<B>, RouterError> {
+        self.config(shape).init(device)
+    }
+}
+
+impl<B: Backend> Refit for NoisyTopK<B> {}
+
 /// Noisy top-k gate: logits `x W_g`, training noise `softplus(x W_noise) + floor`, softmax over the k kept.
 #[derive(Module, Debug)]
 pub struct NoisyTopK<B: Backend> {
@@ -113,11 +175,6 @@ pub struct NoisyTopK<B: Backend> {
 /// Standard normal CDF `Phi(x) = (1 + erf(x / sqrt 2)) / 2`.
 fn normal_cdf<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     (x / std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
-}
-
-fn int_tensor<B: Backend>(values: &[usize], shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
-    let v: Vec<i64> = values.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(v, shape), device)
 }
 
 impl<B: Backend> NoisyTopK<B> {
@@ -147,14 +204,8 @@ impl<B: Backend> Router<B> for NoisyTopK<B> {
     fn route(&self, input: &RouterInput<B>, rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
         let c = &self.config;
         let (e, k) = (c.num_experts, c.top_k);
-        let [n, d] = input.features.dims();
-        if d != c.input_dim {
-            return Err(mixer_core::Error::shape(
-                "router features",
-                ["N".to_string(), c.input_dim.to_string()],
-                [n, d],
-            ));
-        }
+        let [n, _] = input.features.dims();
+        RouterShape { experts: e, features: c.input_dim }.check_features(input.features.dims())?;
         let device = input.features.device();
         let x = input.features.clone();
         let clean = x.clone().matmul(self.w_gate.val());
@@ -205,20 +256,12 @@ impl<B: Backend> Router<B> for NoisyTopK<B> {
                 });
             }
             if let Some(coef) = c.switch_balance_coef {
-                let mut f = vec![0.0; e];
-                for r in &ranked {
-                    f[r[0]] += 1.0 / n as f64;
-                }
-                let p_mean = activation::softmax(logits.clone(), 1).mean_dim(0).reshape([e]);
-                let f = Tensor::<B, 1>::from_data(TensorData::new(f, [e]), &device);
-                let value = (p_mean * f).sum().mul_scalar(e as f64);
+                let first: Vec<usize> = ranked.iter().map(|r| r[0]).collect();
+                let value = switch_balance(activation::softmax(logits.clone(), 1), &first);
                 aux_losses.push(AuxLoss { kind: AuxKind::SwitchBalance, value, coefficient: coef });
             }
             if let Some(coef) = c.z_loss_coef {
-                let m = clean.clone().max_dim(1).detach();
-                let lse = (clean - m.clone().expand([n, e])).exp().sum_dim(1).log() + m;
-                let value = lse.powi_scalar(2).mean().reshape([1]);
-                aux_losses.push(AuxLoss { kind: AuxKind::ZLoss, value, coefficient: coef });
+                aux_losses.push(AuxLoss { kind: AuxKind::ZLoss, value: z_loss(clean), coefficient: coef });
             }
         }
         Ok(Routing {

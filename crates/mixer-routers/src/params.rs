@@ -155,12 +155,7 @@ impl KMeansLsParams {
     /// Validates every field; the only way to a [`ValidKMeansLsParams`].
     pub fn check(self) -> Result<ValidKMeansLsParams, RouterError> {
         let p = &self.0;
-        if p.num_experts == 0 {
-            return Err(RouterError::ZeroExperts);
-        }
-        if p.context_dim == 0 {
-            return Err(RouterError::ZeroContextDim);
-        }
+        crate::RouterShape { experts: p.num_experts, features: p.context_dim }.check()?;
         if p.max_kmeans == 0 {
             return Err(RouterError::ZeroMaxKmeans);
         }

@@ -3,7 +3,8 @@
 use burn::backend::NdArray;
 use mixer_core::{GateUpdate, Mode, Rng, Router, RouterFeedback, RouterInput, Seeds, host};
 use mixer_routers::{
-    EmptyCluster, GateStats, KMeansInit, KMeansLeastSquares, KMeansLsParams, KMeansLsState, Matching, RouterError,
+    ClusterCount, EmptyCluster, Gate, GateState, GateStats, KMeansInit, KMeansLeastSquares, KMeansLsParams,
+    KMeansLsState, KMeansSettings, Matching, RECOMMENDED_RESTARTS, Refit, RouterConfig, RouterError, RouterShape,
 };
 use ndarray::{Array2, array};
 use rand::Rng as _;
@@ -246,12 +247,30 @@ fn router_trait_routes_top1_unweighted_with_softmax_probs() {
 }
 
 #[test]
-fn non_gradient_update_through_the_trait_and_state_round_trip() {
+fn refit_through_the_registry_and_state_round_trip() {
     let mut rng = Seeds::new(8).stream("data");
     let (x, losses, centre_of) = clustered(5, 1.0, &mut rng);
-    let mut gate = KMeansLsParams::recommended(3, 2).init(&mut rng).unwrap();
+    let settings = KMeansSettings {
+        init: KMeansInit::KMeansPlusPlus,
+        empty: EmptyCluster::Reseed,
+        clusters: ClusterCount::MinExpertsEnvs,
+        restarts: RECOMMENDED_RESTARTS,
+        ..KMeansSettings::default()
+    };
+    let shape = RouterShape { experts: 3, features: 2 };
+    let mut registered = RouterConfig::KmeansLs(settings).build::<B>(shape, &mut rng, &Default::default()).unwrap();
+    assert!(registered.wants_feedback());
     let fb = RouterFeedback { features: x.clone(), expert_losses: losses, step: 0 };
-    assert_eq!(Router::<B>::non_gradient_update(&mut gate, &fb, &mut rng).unwrap(), GateUpdate::Updated);
+    assert_eq!(registered.refit(&fb, &mut rng).unwrap(), GateUpdate::Updated);
+    let Gate::KmeansLs(wrapped) = &registered else { panic!("built {}", registered.kind()) };
+    let gate = wrapped.gate().clone();
+    // the registered gate's checkpoint state restores a fresh one exactly
+    let json = serde_json::to_value(registered.state()).unwrap();
+    let mut fresh =
+        RouterConfig::KmeansLs(KMeansSettings::default()).build::<B>(shape, &mut rng, &Default::default()).unwrap();
+    fresh.load_state(&GateState::from_json(json).unwrap()).unwrap();
+    let Gate::KmeansLs(fresh) = &fresh else { unreachable!() };
+    assert_eq!(fresh.gate().gate_matrix(), gate.gate_matrix());
     let json = serde_json::to_string(&gate.state()).unwrap();
     let state: KMeansLsState = serde_json::from_str(&json).unwrap();
     let back = KMeansLeastSquares::from_state(gate.params().clone(), &state).unwrap();

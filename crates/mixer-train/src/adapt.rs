@@ -11,7 +11,7 @@ use mixer_hyper::ContextTable;
 
 use crate::batch::{Batch, Window};
 use crate::loss::env_losses;
-use crate::model::{HostRouter, MixerModel, route};
+use crate::model::{MixerModel, route};
 use crate::{ContextStart, RunConfig, TrainError};
 
 /// All new environments fitted together, or one at a time.
@@ -28,24 +28,23 @@ pub enum AdaptMode {
 #[instrument(skip_all, fields(mode = ?mode, envs = data.num_envs()))]
 pub fn adapt<B: AutodiffBackend>(
     model: &MixerModel<B>,
-    host: &HostRouter,
     config: &RunConfig,
     data: &Dataset,
     mode: AdaptMode,
     seeds: &Seeds,
     device: &B::Device,
 ) -> Result<Tensor<B::InnerBackend, 2>, TrainError> {
-    let start = initial_contexts(model, host, config, data, seeds)?;
+    let start = initial_contexts(model, config, data, seeds)?;
     match mode {
         AdaptMode::Bulk => {
             let envs: Vec<usize> = (0..data.num_envs()).collect();
-            fit(model, host, config, data, &envs, start, seeds, device)
+            fit(model, config, data, &envs, start, seeds, device)
         }
         AdaptMode::Sequential => {
             let rows = (0..data.num_envs())
                 .map(|e| {
                     let one = start.clone().narrow(0, e, 1);
-                    fit(model, host, config, &data.select_envs(&[e]), &[0], one, seeds, device)
+                    fit(model, config, &data.select_envs(&[e]), &[0], one, seeds, device)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Tensor::cat(rows, 0))
@@ -56,7 +55,6 @@ pub fn adapt<B: AutodiffBackend>(
 /// The starting contexts of the environments of `data`, `[envs, d_xi]`.
 fn initial_contexts<B: AutodiffBackend>(
     model: &MixerModel<B>,
-    host: &HostRouter,
     config: &RunConfig,
     data: &Dataset,
     seeds: &Seeds,
@@ -68,7 +66,7 @@ fn initial_contexts<B: AutodiffBackend>(
         ContextStart::Zeros => Tensor::zeros([n, d], &trained.device()),
         ContextStart::Mean => trained.mean_dim(0).repeat_dim(0, n),
         ContextStart::BestFit => {
-            let rows = best_fitting(model, host, config, data, seeds)?;
+            let rows = best_fitting(model, config, data, seeds)?;
             Tensor::cat(rows.into_iter().map(|r| trained.clone().narrow(0, r, 1)).collect(), 0)
         }
     })
@@ -79,7 +77,6 @@ fn initial_contexts<B: AutodiffBackend>(
 /// an expert whose rollout fails (a diverging field) offers none of its contexts.
 fn best_fitting<B: AutodiffBackend>(
     model: &MixerModel<B>,
-    host: &HostRouter,
     config: &RunConfig,
     data: &Dataset,
     seeds: &Seeds,
@@ -90,7 +87,7 @@ fn best_fitting<B: AutodiffBackend>(
     let trained = candidates.dims()[0];
     let integrator =
         config.train.solver.build::<B::InnerBackend>().map_err(|e| Error::config("train.solver", e.to_string()))?;
-    let routing = route(&valid.theta, host, candidates.clone(), Mode::Eval, &mut seeds.stream("adapt-start"))?;
+    let routing = route(&valid.theta, candidates.clone(), Mode::Eval, &mut seeds.stream("adapt-start"))?;
     let mut by_expert: Vec<Vec<usize>> = vec![Vec::new(); config.model.experts];
     for (c, k) in routing.top1().into_iter().enumerate() {
         if let Some(k) = k {
@@ -128,7 +125,6 @@ fn best_fitting<B: AutodiffBackend>(
 #[allow(clippy::too_many_arguments)]
 fn fit<B: AutodiffBackend>(
     model: &MixerModel<B>,
-    host: &HostRouter,
     config: &RunConfig,
     data: &Dataset,
     envs: &[usize],
@@ -145,7 +141,7 @@ fn fit<B: AutodiffBackend>(
     let mut rng = seeds.stream("adapt");
     for step in 0..config.adapt.steps {
         let contexts = table.contexts();
-        let routing = route(&theta, host, contexts.clone(), Mode::Eval, &mut rng)?;
+        let routing = route(&theta, contexts.clone(), Mode::Eval, &mut rng)?;
         let loss = env_losses(&theta, integrator.as_ref(), &routing, contexts, &batch)?.mean();
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use mixer_core::Error;
 use mixer_experts::ExpertConfig;
 use mixer_ode::SolverConfig;
-use mixer_routers::{ClusterCount, EmptyCluster, GateMode, KMeansInit, KMeansLsParams, Matching};
+use mixer_routers::{RouterConfig, RouterShape};
 
 use crate::{AdaBeliefConfig, TrainError};
 
@@ -35,60 +35,6 @@ pub struct ModelConfig {
     pub context_dim: usize,
     /// The expert network (its context size is set from `context_dim`).
     pub expert: ExpertConfig,
-}
-
-/// The gate.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum RouterConfig {
-    /// MixER: K-means over contexts plus least squares, refit on a schedule.
-    KmeansLs(KMeansSettings),
-    /// Naive MoE: a softmax gate trained by gradient.
-    Gradient {
-        /// Switch-style weighted top-1 or dense softmax.
-        mode: GateMode,
-        /// Coefficient of the importance (CV^2) balancing loss.
-        importance: f64,
-    },
-}
-
-/// Settings of the MixER gate refit (MixER, Nzoyem et al. 2025); the expert count and context size come
-/// from [`ModelConfig`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KMeansSettings {
-    /// Most K-means iterations per refit (20).
-    pub max_kmeans: usize,
-    /// Convergence threshold on centroid movement (1e-4).
-    pub tol: f64,
-    /// Centroid start without a warm start.
-    pub init: KMeansInit,
-    /// What an empty cluster does.
-    pub empty: EmptyCluster,
-    /// Number of clusters.
-    pub clusters: ClusterCount,
-    /// Cluster-to-expert matching.
-    pub matching: Matching,
-    /// Noise added to contexts before the least-squares solve (1e-4).
-    pub ls_noise: f64,
-    /// Extra K-means runs from fresh k-means++ seedings per refit; the tightest wins (0, published).
-    #[serde(default)]
-    pub restarts: usize,
-}
-
-impl KMeansSettings {
-    /// The router parameters for `experts` experts on contexts of size `context_dim`.
-    pub fn params(&self, experts: usize, context_dim: usize) -> KMeansLsParams {
-        KMeansLsParams::new(experts, context_dim)
-            .max_kmeans(self.max_kmeans)
-            .tol(self.tol)
-            .init_method(self.init)
-            .empty_cluster(self.empty)
-            .clusters(self.clusters)
-            .matching(self.matching)
-            .ls_noise(self.ls_noise)
-            .restarts(self.restarts)
-    }
 }
 
 /// The alternating proximal meta-training loop (MixER, Nzoyem et al. 2025).
@@ -307,15 +253,7 @@ impl RunConfig {
         t.solver.validate().map_err(|e| Error::config("train.solver", e.to_string()))?;
         positive_f("adapt.lr", self.adapt.lr)?;
         positive("data.subsample", self.data.subsample)?;
-        match &self.router {
-            RouterConfig::Gradient { importance, .. } if importance.is_nan() || *importance < 0.0 => {
-                return Err(Error::config("router.importance", "must be >= 0").into());
-            }
-            RouterConfig::KmeansLs(k) => {
-                k.params(m.experts, m.context_dim).check()?;
-            }
-            RouterConfig::Gradient { .. } => {}
-        }
+        self.router.check(self.router_shape())?;
         Ok(())
     }
 
@@ -333,6 +271,11 @@ impl RunConfig {
             .into());
         }
         Ok(())
+    }
+
+    /// The sizes the router is built for: one unit per environment, routed by its context.
+    pub fn router_shape(&self) -> RouterShape {
+        RouterShape { experts: self.model.experts, features: self.model.context_dim }
     }
 
     /// Context size each expert reads.

@@ -9,7 +9,7 @@ use mixer_core::{Dataset, Integrator, Mode, Seeds};
 use crate::TrainError;
 use crate::batch::{Batch, Window};
 use crate::metrics::{Summary, mape, mse, rel_l2, rel_l2_env};
-use crate::model::{HostRouter, Theta, route};
+use crate::model::{Theta, route};
 
 /// Scores of one split, each a mean ± std and median over environments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,14 +32,13 @@ pub struct EvalReport {
 /// its initial state with contexts `[envs, d_xi]`.
 pub fn predict<B: Backend>(
     theta: &Theta<B>,
-    host: &HostRouter,
     integrator: &dyn Integrator<B>,
     contexts: Tensor<B, 2>,
     data: &Dataset,
 ) -> Result<(Array4<f64>, Vec<usize>), TrainError> {
     let device = contexts.device();
     let mut rng = Seeds::new(0).stream("evaluate");
-    let routing = route(theta, host, contexts.clone(), Mode::Eval, &mut rng)?;
+    let routing = route(theta, contexts.clone(), Mode::Eval, &mut rng)?;
     let assignment = routing.top1().into_iter().map(|e| e.unwrap_or(0)).collect();
     let envs: Vec<usize> = (0..data.num_envs()).collect();
     let batch = Batch::<B>::new(data, &envs, Window::full(data.num_steps()), None, &device);
@@ -72,12 +71,11 @@ pub fn score(pred: &Array4<f64>, data: &Dataset, assignment: Vec<usize>) -> Eval
 /// Predicts and scores a split.
 pub fn evaluate<B: Backend>(
     theta: &Theta<B>,
-    host: &HostRouter,
     integrator: &dyn Integrator<B>,
     contexts: Tensor<B, 2>,
     data: &Dataset,
 ) -> Result<(EvalReport, Array4<f64>), TrainError> {
-    let (pred, assignment) = predict(theta, host, integrator, contexts, data)?;
+    let (pred, assignment) = predict(theta, integrator, contexts, data)?;
     Ok((score(&pred, data, assignment), pred))
 }
 

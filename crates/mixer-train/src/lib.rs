@@ -27,14 +27,15 @@ pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
 pub use adapt::{AdaptMode, adapt};
 pub use atomic::{read_json, write_atomic, write_json};
 pub use config::{
-    AdaptConfig, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig, Reseat, RouterConfig, RunConfig,
-    Segments, SubsetRule, TrainConfig,
+    AdaptConfig, ContextStart, DataOptions, LossScale, ModelConfig, Reseat, RunConfig, Segments, SubsetRule,
+    TrainConfig,
 };
 pub use evaluate::{EvalReport, evaluate, predict, score};
 pub use expert_losses::{constant_routing, expert_loss_matrix, generic_expert_loss_matrix};
 pub use fused_losses::fused_expert_loss_matrix;
 pub use loss::{aux_total, env_losses, meta_loss};
-pub use model::{HostRouter, HostRouterState, MixerModel, Theta, assignment, route};
+pub use mixer_routers::{Gate, GateState, KMeansSettings, RouterConfig};
+pub use model::{MixerModel, Theta, assignment, route};
 pub use proximal::{flat_params, proximal_term};
 pub use reseat::reseat_moves;
 pub use schedule::PiecewiseLr;

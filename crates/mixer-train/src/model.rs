@@ -1,24 +1,25 @@
-//! The trained model: a context table plus the shared block (experts and, for gradient gates,
-//! the gate), and the host-side MixER router.
+//! The trained model: a context table plus the shared block (experts and the gate).
+
+use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
-use serde::{Deserialize, Serialize};
 
 use mixer_core::{Mode, Rng, Router, RouterInput, Routing, Seeds};
 use mixer_experts::{AnyExpert, MixtureOfExperts};
 use mixer_hyper::ContextTable;
-use mixer_routers::{GradientGate, GradientGateConfig, KMeansLeastSquares, KMeansLsState};
+use mixer_routers::{Gate, GateState};
 
-use crate::{RouterConfig, RunConfig, TrainError};
+use crate::{RunConfig, TrainError, checkpoint};
 
-/// The shared parameters `theta`: experts, and the gate when it is trained by gradient.
+/// The shared parameters `theta`: experts and the gate (any registered router; its parameters,
+/// if it has any, are trained with the experts, its refit state travels in `router.json`).
 #[derive(Module, Debug)]
 pub struct Theta<B: Backend> {
     /// The mixture of experts.
     pub moe: MixtureOfExperts<B, AnyExpert<B>>,
-    /// The gradient-trained gate (naive MoE baseline); `None` for MixER.
-    pub gate: Option<GradientGate<B>>,
+    /// The router.
+    pub gate: Gate<B>,
 }
 
 /// Contexts of the training environments and the shared block.
@@ -30,102 +31,57 @@ pub struct MixerModel<B: Backend> {
     pub theta: Theta<B>,
 }
 
-/// Router state kept outside the autodiff graph (MixER's gate).
-#[derive(Clone, Debug)]
-pub struct HostRouter {
-    /// The K-means + least-squares gate, when the run uses it.
-    pub kmeans: Option<KMeansLeastSquares>,
-}
-
-/// The checkpointed form of [`HostRouter`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct HostRouterState {
-    /// Gate, centroids and counters of the K-means gate.
-    pub kmeans: Option<KMeansLsState>,
-}
-
-impl HostRouter {
-    /// The state to checkpoint.
-    pub fn state(&self) -> HostRouterState {
-        HostRouterState { kmeans: self.kmeans.as_ref().map(KMeansLeastSquares::state) }
-    }
-
-    /// Restores the router of a run from checkpointed state.
-    pub fn from_state(config: &RunConfig, state: &HostRouterState) -> Result<Self, TrainError> {
-        let kmeans = match (&config.router, &state.kmeans) {
-            (RouterConfig::KmeansLs(k), Some(s)) => {
-                let params = k.params(config.model.experts, config.model.context_dim).check()?;
-                Some(KMeansLeastSquares::from_state(params, s)?)
-            }
-            (RouterConfig::Gradient { .. }, None) => None,
-            _ => {
-                return Err(
-                    mixer_core::Error::config("router", "checkpoint does not match the configured router").into()
-                );
-            }
-        };
-        Ok(Self { kmeans })
-    }
-}
-
 impl<B: Backend> MixerModel<B> {
     /// Builds a model for `envs` environments of state dimension `dim`; seeds the device from the
-    /// `init` stream so the same seed gives the same weights.
+    /// `init` stream so the same seed gives the same weights, and draws the router's own
+    /// randomness from the `gate-init` stream.
     pub fn init(
         config: &RunConfig,
         envs: usize,
         dim: usize,
         seeds: &Seeds,
         device: &B::Device,
-    ) -> Result<(Self, HostRouter), TrainError> {
+    ) -> Result<Self, TrainError> {
         B::seed(device, seeds.stream_seed("init"));
         let m = &config.model;
-        let c = config.expert_context_dim();
-        let moe = MixtureOfExperts::init(&m.expert, dim, c, m.experts, device)?;
+        let moe = MixtureOfExperts::init(&m.expert, dim, config.expert_context_dim(), m.experts, device)?;
         let contexts = ContextTable::zeros(envs, m.context_dim, device);
-        let mut gate_rng = seeds.stream("gate-init");
-        let (gate, kmeans) = match &config.router {
-            RouterConfig::KmeansLs(k) => (None, Some(k.params(m.experts, m.context_dim).init(&mut gate_rng)?)),
-            RouterConfig::Gradient { mode, importance } => {
-                let mut gate = GradientGateConfig::new(m.context_dim, m.experts, *mode);
-                gate.importance_coef = *importance;
-                (Some(gate.init(device)?), None)
-            }
-        };
-        Ok((Self { contexts, theta: Theta { moe, gate } }, HostRouter { kmeans }))
+        let gate = config.router.build(config.router_shape(), &mut seeds.stream("gate-init"), device)?;
+        Ok(Self { contexts, theta: Theta { moe, gate } })
     }
 }
 
-/// Routes environments with contexts `[envs, d_xi]` through whichever gate the run uses.
+/// Routes environments with contexts `[envs, d_xi]` through the model's gate.
 pub fn route<B: Backend>(
     theta: &Theta<B>,
-    host: &HostRouter,
     contexts: Tensor<B, 2>,
     mode: Mode,
     rng: &mut Rng,
 ) -> Result<Routing<B>, TrainError> {
-    let input = RouterInput { features: contexts, mode };
-    let routing = match (&theta.gate, &host.kmeans) {
-        (Some(gate), _) => gate.route(&input, rng)?,
-        (None, Some(km)) => Router::<B>::route(km, &input, rng)?,
-        (None, None) => {
-            return Err(mixer_core::Error::config(
-                "router",
-                "the model has neither a gradient gate nor a K-means gate",
-            )
-            .into());
-        }
-    };
-    Ok(routing)
+    Ok(theta.gate.route(&RouterInput { features: contexts, mode }, rng)?)
 }
 
-/// The top-1 expert of each environment under the current gate.
-pub fn assignment<B: Backend>(
-    theta: &Theta<B>,
-    host: &HostRouter,
-    contexts: Tensor<B, 2>,
-) -> Result<Vec<usize>, TrainError> {
+/// The top-1 expert of each environment under the current gate (evaluation mode: no noise is
+/// drawn, so the stream is never read).
+pub fn assignment<B: Backend>(theta: &Theta<B>, contexts: Tensor<B, 2>) -> Result<Vec<usize>, TrainError> {
     let mut rng = Seeds::new(0).stream("assignment");
-    let r = route(theta, host, contexts, Mode::Eval, &mut rng)?;
+    let r = route(theta, contexts, Mode::Eval, &mut rng)?;
     Ok(r.top1().into_iter().map(|e| e.unwrap_or(0)).collect())
+}
+
+impl<B: Backend> MixerModel<B> {
+    /// Writes the model's record and its gate's refit state into a checkpoint folder.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
+        checkpoint::save_module(self, dir, "model")?;
+        crate::write_json(&dir.join("router.json"), &self.theta.gate.state())?;
+        Ok(())
+    }
+
+    /// Loads what [`MixerModel::save_checkpoint`] wrote into a model built from the same config.
+    pub fn load_checkpoint(self, dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
+        let mut model = checkpoint::load_module(self, dir, "model", device)?;
+        let state = GateState::from_json(crate::read_json(&dir.join("router.json"))?)?;
+        model.theta.gate.load_state(&state)?;
+        Ok(model)
+    }
 }

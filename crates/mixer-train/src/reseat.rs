@@ -13,7 +13,7 @@ use mixer_core::{Dataset, Integrator, Mode, Rng};
 
 use crate::batch::{Batch, Window};
 use crate::loss::env_losses;
-use crate::model::{HostRouter, Theta, route};
+use crate::model::{Theta, route};
 use crate::{Reseat, TrainError};
 
 /// The moves of one re-seat step: `(environment, new context)` for every training environment
@@ -23,7 +23,6 @@ use crate::{Reseat, TrainError};
 #[allow(clippy::too_many_arguments)]
 pub fn reseat_moves<B: Backend>(
     theta: &Theta<B>,
-    host: &HostRouter,
     integrator: &dyn Integrator<B>,
     contexts: Tensor<B, 2>,
     data: &Dataset,
@@ -34,7 +33,7 @@ pub fn reseat_moves<B: Backend>(
     let device = contexts.device();
     let host_contexts = to_array2(contexts.clone());
     let (envs, d) = host_contexts.dim();
-    let routing = route(theta, host, contexts.clone(), Mode::Eval, rng)?;
+    let routing = route(theta, contexts.clone(), Mode::Eval, rng)?;
     let current: Vec<Option<usize>> = routing.top1();
     let all: Vec<usize> = (0..envs).collect();
     let batch = Batch::new(data, &all, Window::full(data.num_steps()), max_trajs, &device);
@@ -57,7 +56,7 @@ pub fn reseat_moves<B: Backend>(
     for k in (0..experts).filter(|&k| counts[k] > 0) {
         let mean: Vec<f64> = means.row(k).to_vec();
         let candidates = tensor2::<B>(&mean.repeat(envs), [envs, d], &device);
-        let routing = route(theta, host, candidates.clone(), Mode::Eval, rng)?;
+        let routing = route(theta, candidates.clone(), Mode::Eval, rng)?;
         // every environment gets the same candidate, so it goes to one expert for all of them
         let target = routing.top1()[0];
         let Ok(losses) = env_losses(theta, integrator, &routing, candidates, &batch) else { continue };

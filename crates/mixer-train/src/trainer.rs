@@ -13,15 +13,16 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
 use mixer_core::host::to_array2;
-use mixer_core::{ContextModel, Dataset, Error, GateUpdate, Integrator, Mode, Router, RouterFeedback, Seeds};
+use mixer_core::{ContextModel, Dataset, Error, GateUpdate, Integrator, Mode, RouterFeedback, Seeds};
 use mixer_experts::ExpertError;
 use mixer_hyper::ContextTable;
+use mixer_routers::Refit;
 
 use crate::batch::{Batch, Window};
-use crate::checkpoint::{self, load_module, load_record, save_module, save_record};
+use crate::checkpoint::{self, load_record, save_record};
 use crate::expert_losses::expert_loss_matrix;
 use crate::loss::{aux_total, env_losses, meta_loss};
-use crate::model::{HostRouter, MixerModel, Theta, route};
+use crate::model::{MixerModel, Theta, route};
 use crate::reseat::reseat_moves;
 use crate::{
     AdaBelief, PiecewiseLr, Reseat, RunConfig, SubsetRule, TrainError, flat_params, nearest_subset, per_expert_subsets,
@@ -83,8 +84,6 @@ pub struct Trainer<B: AutodiffBackend> {
     pub config: RunConfig,
     /// Trainable parameters.
     pub model: MixerModel<B>,
-    /// Gate state outside the autodiff graph.
-    pub host: HostRouter,
     /// Progress and counters.
     pub state: TrainState,
     opt_ctx: OptimizerAdaptor<AdaBelief, ContextTable<B>, B>,
@@ -112,7 +111,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         config.check_against(train.num_envs())?;
-        let (model, host) = MixerModel::init(&config, train.num_envs(), train.dim(), &seeds, device)?;
+        let model = MixerModel::init(&config, train.num_envs(), train.dim(), &seeds, device)?;
         let opt_ctx = config.train.optimizer.init::<B, ContextTable<B>>()?;
         let opt_theta = config.train.optimizer.init::<B, Theta<B>>()?;
         let integrator = config.train.solver.build::<B>().map_err(|e| Error::config("train.solver", e.to_string()))?;
@@ -122,7 +121,6 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut trainer = Self {
             config,
             model,
-            host,
             state: TrainState::default(),
             opt_ctx,
             opt_theta,
@@ -250,7 +248,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             Block::Model => (None, self.model.contexts.contexts().detach()),
         };
         let theta = frozen_theta.as_ref().unwrap_or(&self.model.theta);
-        let routing = route(theta, &self.host, contexts.clone(), Mode::Train, rng)?;
+        let routing = route(theta, contexts.clone(), Mode::Train, rng)?;
         let host_contexts = to_array2(contexts.clone().detach());
         let mut parts = match t.subsets {
             SubsetRule::Nearest => vec![nearest_subset(&host_contexts, t.subset_size, rng)],
@@ -334,7 +332,10 @@ impl<B: AutodiffBackend> Trainer<B> {
                 let lr = PiecewiseLr { base: t.lr_model, factor: t.lr_drop_factor, boundaries: t.lr_drop_at.clone() }
                     .at(step, t.outer_steps * t.model_steps);
                 let g = GradientsParams::from_grads(grads, &self.model.theta);
+                let load = routing.load(self.config.model.experts);
                 self.model.theta = self.opt_theta.step(lr, self.model.theta.clone(), g);
+                // schedules and bias balancing advance once per model step
+                self.model.theta.gate.after_step(&load);
             }
         }
         Ok(value)
@@ -349,7 +350,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         rng: &mut mixer_core::Rng,
     ) -> Result<usize, TrainError> {
         let due = inner.is_multiple_of(self.config.train.gate_update_every) && self.config.model.experts > 1;
-        if !due || self.host.kmeans.is_none() {
+        if !due || !self.model.theta.gate.wants_feedback() {
             return Ok(0);
         }
         let valid = self.model.valid();
@@ -365,12 +366,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             row *= *w;
         }
         let feedback = RouterFeedback { features: to_array2(contexts), expert_losses, step: outer };
-        let kmeans = self.host.kmeans.as_mut().expect("checked above");
+        let gate = &mut self.model.theta.gate;
         let mut rerouted = 0;
-        match Router::<B::InnerBackend>::non_gradient_update(kmeans, &feedback, rng)? {
+        match gate.refit(&feedback, rng)? {
             GateUpdate::Updated => {
                 self.state.gate_updates += 1;
-                rerouted = kmeans.stats().last_rerouted;
+                rerouted = gate.last_rerouted();
             }
             GateUpdate::Skipped(reason) => {
                 self.state.skipped_gate_updates += 1;
@@ -388,7 +389,6 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut rng = self.seeds.stream(&format!("reseat-{}", self.state.outer_done));
         let moves = reseat_moves(
             &valid.theta,
-            &self.host,
             self.eval_integrator.as_ref(),
             valid.contexts.contexts(),
             &self.train,
@@ -413,7 +413,7 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// Environments per expert under the current gate, e.g. `[16 16 15 ...]`.
     fn routing_summary(&self) -> Result<String, TrainError> {
-        let a = crate::model::assignment(&self.model.theta, &self.host, self.model.contexts.contexts())?;
+        let a = crate::model::assignment(&self.model.theta, self.model.contexts.contexts())?;
         let mut load = vec![0usize; self.config.model.experts];
         for e in a {
             load[e] += 1;
@@ -425,10 +425,9 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// `loss_scale` says), with the inference backend.
     pub fn validation_loss(&self) -> Result<f64, TrainError> {
         let valid = self.model.valid();
-        let host = &self.host;
         let contexts = valid.contexts.contexts();
         let mut rng = self.seeds.stream("validation");
-        let routing = route(&valid.theta, host, contexts.clone(), Mode::Eval, &mut rng)?;
+        let routing = route(&valid.theta, contexts.clone(), Mode::Eval, &mut rng)?;
         let envs: Vec<usize> = (0..self.train.num_envs()).collect();
         let device = contexts.device();
         let batch =
@@ -457,10 +456,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             self.state.best = validation.map(|v| (self.state.outer_done, v));
         }
         let dir = checkpoint::staging(&self.run_dir, "checkpoint")?;
-        save_module(&self.model, &dir, "model")?;
+        self.model.save_checkpoint(&dir)?;
         save_record::<B, _>(self.opt_ctx.to_record(), &dir, "optimizer-context")?;
         save_record::<B, _>(self.opt_theta.to_record(), &dir, "optimizer-model")?;
-        crate::write_json(&dir.join("router.json"), &self.host.state())?;
         crate::write_json(&dir.join("state.json"), &self.state)?;
         let published = checkpoint::publish(&self.run_dir, &dir, self.state.outer_done)?;
         if improved {
@@ -470,12 +468,11 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), TrainError> {
-        self.model = load_module(self.model.clone(), dir, "model", &self.device)?;
+        self.model = self.model.clone().load_checkpoint(dir, &self.device)?;
         let ctx = load_record::<B, _>(dir, "optimizer-context", &self.device)?;
         self.opt_ctx = self.opt_ctx.clone().load_record(ctx);
         let theta = load_record::<B, _>(dir, "optimizer-model", &self.device)?;
         self.opt_theta = self.opt_theta.clone().load_record(theta);
-        self.host = HostRouter::from_state(&self.config, &crate::read_json(&dir.join("router.json"))?)?;
         self.state = crate::read_json(&dir.join("state.json"))?;
         Ok(())
     }

@@ -4,7 +4,7 @@ use burn::backend::{Autodiff, NdArray};
 use mixer_core::{ContextModel, Dataset, Seeds, TimeGrid};
 use mixer_experts::ExpertConfig;
 use mixer_ode::{FnSystem, ReferenceMethod, ReferenceSolver, SolverConfig};
-use mixer_routers::{ClusterCount, EmptyCluster, KMeansInit, Matching};
+use mixer_routers::{ClusterCount, EmptyCluster, KMeansInit, Matching, Refit};
 use mixer_train::{
     AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig, Reseat,
     RouterConfig, RunConfig, Segments, SubsetRule, TrainConfig, TrainError, Trainer, adapt, assignment, evaluate,
@@ -149,11 +149,11 @@ fn trains_checkpoints_and_resumes_deterministically() {
     let zero = mixer_core::host::tensor2::<NdArray<f64>>(&[0.0; 8], [2, 4], &device);
     let integ = SolverConfig::Rk4 { substeps: 1 }.build::<NdArray<f64>>().unwrap();
     let valid = burn::module::AutodiffModule::valid(&a.model);
-    let (before, _) = evaluate(&valid.theta, &a.host, integ.as_ref(), zero, &new).unwrap();
-    let fitted = adapt(&a.model, &a.host, &a.config, &new, AdaptMode::Bulk, &Seeds::new(7), &device).unwrap();
-    let (after, _) = evaluate(&valid.theta, &a.host, integ.as_ref(), fitted, &new).unwrap();
+    let (before, _) = evaluate(&valid.theta, integ.as_ref(), zero, &new).unwrap();
+    let fitted = adapt(&a.model, &a.config, &new, AdaptMode::Bulk, &Seeds::new(7), &device).unwrap();
+    let (after, _) = evaluate(&valid.theta, integ.as_ref(), fitted, &new).unwrap();
     assert!(after.mse.mean < before.mse.mean, "adaptation: {} -> {}", before.mse.mean, after.mse.mean);
-    let seq = adapt(&a.model, &a.host, &a.config, &new, AdaptMode::Sequential, &Seeds::new(7), &device).unwrap();
+    let seq = adapt(&a.model, &a.config, &new, AdaptMode::Sequential, &Seeds::new(7), &device).unwrap();
     assert_eq!(seq.dims(), [2, 4]);
     for d in [straight, split] {
         std::fs::remove_dir_all(d).unwrap();
@@ -190,7 +190,43 @@ fn bad_configs_are_clear_errors() {
     let mut c = config(1);
     c.train.solver = SolverConfig::Rk4 { substeps: 0 };
     assert!(c.validate().is_err());
+    // router settings are checked against the model: noisy top-2 with its load loss needs 3 experts
+    let mut c = config(1);
+    c.router = RouterConfig::default_for("noisy-top-k").unwrap();
+    assert!(c.validate().unwrap_err().to_string().contains("top_k = 2 with 2 experts"));
+    let err = serde_json::from_str::<RouterConfig>(r#"{"kind": "k-means"}"#).unwrap_err().to_string();
+    assert!(err.contains("k-means") && err.contains("shared-routed"), "{err}");
+    let err = serde_json::from_str::<RouterConfig>(r#"{"kind": "switch", "capacity": 1.0}"#).unwrap_err();
+    assert!(err.to_string().contains("capacity"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn registered_routers_train_and_advance_their_schedules() {
+    let _serial = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    let train = data(1, &train_params());
+    let routers = [
+        r#"{"kind": "switch"}"#,
+        r#"{"kind": "gshard"}"#,
+        r#"{"kind": "bias-balance", "rate": 0.01}"#,
+        r#"{"kind": "shared-routed", "top_k": 1, "shared": 1, "decay": 0.9}"#,
+    ];
+    for json in routers {
+        let mut c = config(1);
+        c.router = serde_json::from_str(json).unwrap();
+        let dir = tmp("kinds");
+        let mut t =
+            Trainer::<B>::new(c, train.clone(), Seeds::new(2), &dir, false, &device).unwrap().with_progress(false);
+        t.run().unwrap();
+        assert!(t.state.history.iter().all(|h| h.model_loss.is_finite()), "{json}");
+        if let Some(state) = t.model.theta.gate.refit_state().and_then(|s| s.get("temperature").cloned()) {
+            // one outer step of four model steps: T = 2 * 0.9^4
+            let expected = 2.0 * 0.9f64.powi(4);
+            assert!((state.as_f64().unwrap() - expected).abs() < 1e-12, "{json}: temperature {state}");
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
 
 /// Mean squared deviation of every trajectory from its own time average: the error of the best
@@ -230,7 +266,7 @@ fn training_learns_dynamics_not_a_constant() {
     t.run().unwrap();
     let valid = burn::module::AutodiffModule::valid(&t.model);
     let integ = SolverConfig::Rk4 { substeps: 1 }.build::<NdArray<f64>>().unwrap();
-    let (report, _) = evaluate(&valid.theta, &t.host, integ.as_ref(), valid.contexts.contexts(), &train).unwrap();
+    let (report, _) = evaluate(&valid.theta, integ.as_ref(), valid.contexts.contexts(), &train).unwrap();
     let ratio = report.mse.mean / temporal_variance(&train);
     assert!(ratio < 0.05, "in-domain MSE is {ratio:.3} of the trajectories' temporal variance");
 
@@ -241,21 +277,21 @@ fn training_learns_dynamics_not_a_constant() {
     ctx.row_mut(0).assign(&decay);
     let flat: Vec<f64> = ctx.iter().copied().collect();
     let stray = mixer_core::host::tensor2::<NdArray<f64>>(&flat, [6, 4], &device);
-    let routed = assignment(&valid.theta, &t.host, stray.clone()).unwrap();
+    let routed = assignment(&valid.theta, stray.clone()).unwrap();
     assert_eq!(routed[0], routed[3], "the stray sits on the decays' expert");
     let reseat = Reseat { every: 1, gain: 0.5 };
     let mut rng = Seeds::new(3).stream("reseat");
-    let moves = reseat_moves(&valid.theta, &t.host, integ.as_ref(), stray, &train, None, &reseat, &mut rng).unwrap();
+    let moves = reseat_moves(&valid.theta, integ.as_ref(), stray, &train, None, &reseat, &mut rng).unwrap();
     assert_eq!(moves.iter().map(|m| m.0).collect::<Vec<_>>(), vec![0], "only the stray moves");
     let moved = mixer_core::host::tensor2::<NdArray<f64>>(&moves[0].1, [1, 4], &device);
-    assert_eq!(assignment(&valid.theta, &t.host, moved).unwrap()[0], routed[1], "onto the rotations' expert");
+    assert_eq!(assignment(&valid.theta, moved).unwrap()[0], routed[1], "onto the rotations' expert");
 
     // new environments start from the trained context that fits them best: one of their family
     let new_params = [(0, 1.05), (1, 0.65)];
     let new = data(1, &new_params);
     let mut c = t.config.clone();
     c.adapt = AdaptConfig { steps: 0, lr: 1e-2, init: ContextStart::BestFit };
-    let start = adapt(&t.model, &t.host, &c, &new, AdaptMode::Bulk, &Seeds::new(3), &device).unwrap();
+    let start = adapt(&t.model, &c, &new, AdaptMode::Bulk, &Seeds::new(3), &device).unwrap();
     let start: Vec<f64> = start.into_data().to_vec().unwrap();
     let trained = contexts(&t);
     let params = train_params();
