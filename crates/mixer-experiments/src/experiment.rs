@@ -6,14 +6,16 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use mixer_core::Error;
-use mixer_routers::GradientSettings;
+use mixer_routers::{GradientSettings, KINDS};
 use mixer_train::{RouterConfig, RunConfig, SubsetRule};
 
 use crate::{ExperimentError, Profile};
 
-/// A model compared in an experiment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// A model compared in an experiment. In TOML: `"mixer"`, `"gradient-gate"`,
+/// `"single-expert"`, or `"router:KIND"` for the configured experts under any registered
+/// router ([`KINDS`]) with its default settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 pub enum Variant {
     /// The configured model (MixER: K-means + least-squares gate).
     Mixer,
@@ -21,6 +23,9 @@ pub enum Variant {
     GradientGate,
     /// One expert with the context size of one MixER expert.
     SingleExpert,
+    /// The same experts under the registered router of this kind, with its default settings
+    /// (the configured settings when the experiment's router is of this kind).
+    Router(&'static str),
 }
 
 impl Variant {
@@ -30,6 +35,7 @@ impl Variant {
             Variant::Mixer => "mixer",
             Variant::GradientGate => "gradient-gate",
             Variant::SingleExpert => "single-expert",
+            Variant::Router(kind) => kind,
         }
     }
 
@@ -39,6 +45,7 @@ impl Variant {
             Variant::Mixer => "MixER",
             Variant::GradientGate => "gradient gate",
             Variant::SingleExpert => "one expert",
+            Variant::Router(kind) => kind,
         }
     }
 
@@ -49,6 +56,10 @@ impl Variant {
             Variant::Mixer => {}
             Variant::GradientGate => {
                 c.router = RouterConfig::Gradient(GradientSettings::default());
+            }
+            Variant::Router(kind) if base.router.kind() == kind => {}
+            Variant::Router(kind) => {
+                c.router = RouterConfig::default_for(kind).expect("variant kinds come from the registry");
             }
             Variant::SingleExpert => {
                 c.model.context_dim = base.expert_context_dim();
@@ -64,6 +75,43 @@ impl Variant {
     }
 }
 
+impl TryFrom<String> for Variant {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Ok(match name.as_str() {
+            "mixer" => Variant::Mixer,
+            "gradient-gate" => Variant::GradientGate,
+            "single-expert" => Variant::SingleExpert,
+            other => match other.strip_prefix("router:") {
+                Some(kind) => Variant::Router(KINDS.iter().find(|k| **k == kind).ok_or_else(|| {
+                    format!("unknown router kind `{kind}` in variant `{other}`; registered kinds: {}", KINDS.join(", "))
+                })?),
+                None => {
+                    return Err(format!(
+                        "unknown variant `{other}`; use mixer, gradient-gate, single-expert or router:KIND"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Variant {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Variant::try_from(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<Variant> for String {
+    fn from(v: Variant) -> String {
+        match v {
+            Variant::Router(kind) => format!("router:{kind}"),
+            other => other.name().to_string(),
+        }
+    }
+}
+
 /// Where an experiment's data comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,12 +124,23 @@ pub struct DataSource {
 }
 
 /// The experiment files shipped in `experiments/`, by name.
-pub const BUILTIN_EXPERIMENTS: [(&str, &str); 4] = [
+pub const BUILTIN_EXPERIMENTS: [(&str, &str); 5] = [
     ("odebench10", include_str!("../../../experiments/odebench10.toml")),
+    ("routers", include_str!("../../../experiments/routers.toml")),
     ("lotka-volterra", include_str!("../../../experiments/lotka_volterra.toml")),
     ("glycolytic", include_str!("../../../experiments/glycolytic.toml")),
     ("selkov", include_str!("../../../experiments/selkov.toml")),
 ];
+
+/// The TOML text of a shipped experiment.
+fn builtin_text(name: &str) -> Result<&'static str, ExperimentError> {
+    BUILTIN_EXPERIMENTS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| {
+        ExperimentError::UnknownExperiment {
+            name: name.to_string(),
+            known: BUILTIN_EXPERIMENTS.map(|(n, _)| n).join(", "),
+        }
+    })
+}
 
 /// One experiment, resolved for a profile.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,13 +170,7 @@ impl Experiment {
 
     /// A shipped experiment (see [`BUILTIN_EXPERIMENTS`]) under `profile`.
     pub fn builtin(name: &str, profile: Profile) -> Result<Self, ExperimentError> {
-        let text = BUILTIN_EXPERIMENTS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| {
-            ExperimentError::UnknownExperiment {
-                name: name.to_string(),
-                known: BUILTIN_EXPERIMENTS.map(|(n, _)| n).join(", "),
-            }
-        })?;
-        Self::parse_named(text, profile, Path::new(&format!("<{name}>")))
+        Self::parse_named(builtin_text(name)?, profile, Path::new(&format!("<{name}>")))
     }
 
     /// [`Experiment::parse`] with errors naming `source`.
@@ -132,6 +185,15 @@ impl Experiment {
     pub fn parse(text: &str, profile: Profile) -> Result<Self, ExperimentError> {
         let bad = |message: String| ExperimentError::Toml { path: "<text>".into(), message };
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        // `extends = "NAME"`: this file's keys over those of a shipped experiment
+        if let Some(base) = doc.remove("extends") {
+            let name = base.as_str().ok_or_else(|| bad("`extends` names a shipped experiment".into()))?;
+            let text = builtin_text(name)?;
+            let mut merged = toml::Value::Table(toml::from_str(text).map_err(|e| bad(format!("{name}: {e}")))?);
+            merge(&mut merged, toml::Value::Table(doc));
+            let toml::Value::Table(merged) = merged else { unreachable!("a table merged into a table") };
+            doc = merged;
+        }
         let profiles = doc.remove("profile");
         let mut run = doc.remove("run").ok_or_else(|| bad("missing [run] table".into()))?;
         if let Some(toml::Value::Table(mut ps)) = profiles
@@ -185,5 +247,46 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
             }
         }
         (slot, v) => *slot = v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_variants_name_registered_kinds() {
+        let v: Variant = serde_json::from_str(r#""router:gshard""#).unwrap();
+        assert_eq!((v, v.name()), (Variant::Router("gshard"), "gshard"));
+        assert_eq!(serde_json::to_string(&v).unwrap(), r#""router:gshard""#);
+        assert_eq!(serde_json::to_string(&Variant::SingleExpert).unwrap(), r#""single-expert""#);
+        let err = serde_json::from_str::<Variant>(r#""router:gshrad""#).unwrap_err().to_string();
+        assert!(err.contains("gshrad") && err.contains("shared-routed"), "{err}");
+        assert!(serde_json::from_str::<Variant>(r#""mixture""#).is_err());
+        let base = Experiment::builtin("odebench10", Profile::Quick).unwrap().run;
+        assert_eq!(Variant::Router("switch").apply(&base).router.kind(), "switch");
+        // the experiment's own router keeps its configured settings
+        assert_eq!(Variant::Router("kmeans-ls").apply(&base).router, base.router);
+    }
+
+    #[test]
+    fn the_routers_experiment_extends_odebench10() {
+        let base = Experiment::builtin("odebench10", Profile::Quick).unwrap();
+        let routers = Experiment::builtin("routers", Profile::Quick).unwrap();
+        assert_eq!((routers.name.as_str(), routers.data.clone()), ("routers", base.data.clone()));
+        assert_eq!(routers.run.model, base.run.model);
+        assert_eq!(routers.run.router, base.run.router);
+        assert_eq!(routers.run.train.outer_steps, 50);
+        assert_eq!(routers.run.train.subsets, base.run.train.subsets, "the other quick settings are inherited");
+        let kinds: Vec<_> =
+            routers.variants.iter().filter_map(|v| if let Variant::Router(k) = v { Some(*k) } else { None }).collect();
+        assert!(kinds.len() >= 6, "{kinds:?}");
+        let paper = Experiment::builtin("routers", Profile::Paper).unwrap();
+        assert_eq!(
+            paper.run.train.outer_steps,
+            Experiment::builtin("odebench10", Profile::Paper).unwrap().run.train.outer_steps
+        );
+        let err = Experiment::parse("extends = \"nope\"", Profile::Quick).unwrap_err();
+        assert!(matches!(err, ExperimentError::UnknownExperiment { .. }), "{err}");
     }
 }

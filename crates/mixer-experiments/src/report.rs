@@ -8,6 +8,18 @@ use mixer_train::metrics::Summary;
 
 use crate::reproduce::{ExperimentRecord, Report, RunRecord};
 
+/// Coefficient of variation (population standard deviation over mean) of the number of
+/// environments each expert takes: 0 when balanced.
+fn load_cv(assignment: &[usize], experts: usize) -> f64 {
+    let mut load = vec![0.0; experts];
+    for &e in assignment.iter().filter(|&&e| e < experts) {
+        load[e] += 1.0;
+    }
+    let mean = load.iter().sum::<f64>() / experts as f64;
+    let var = load.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / experts as f64;
+    if mean > 0.0 { var.sqrt() / mean } else { 0.0 }
+}
+
 /// `path` relative to `base` when it lies under it.
 pub(crate) fn relative(path: &Path, base: &Path) -> PathBuf {
     path.strip_prefix(base).map(Path::to_path_buf).unwrap_or_else(|_| path.to_path_buf())
@@ -65,15 +77,16 @@ impl Report {
         let _ = writeln!(
             s,
             "| data | model | experts | in-domain {m} |{env_head} adaptation {m} (bulk) | adaptation {m} (sequential) \
-             | purity | NMI | gate refits (skipped) | train s | s / outer step |"
+             | purity | NMI | load CV | gate refits (skipped) | train s | s / outer step |"
         );
-        let _ = writeln!(s, "|---|---|---|---|{}---|---|---|---|---|---|---|", if env.is_some() { "---|" } else { "" });
+        let _ =
+            writeln!(s, "|---|---|---|---|{}---|---|---|---|---|---|---|---|", if env.is_some() { "---|" } else { "" });
         for r in &e.runs {
             let x = &r.metrics;
             let env_cell = env.map_or_else(String::new, |_| format!(" {} |", score(&x.in_domain, "rel_l2_env")));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} |{env_cell} {} | {} | {} | {} | {} ({}) | {:.1} | {:.2} |",
+                "| {} | {} | {} | {} |{env_cell} {} | {} | {} | {} | {} | {} ({}) | {:.1} | {:.2} |",
                 r.source,
                 r.variant.label(),
                 r.experts,
@@ -82,6 +95,7 @@ impl Report {
                 score(&x.adaptation.sequential, &e.metric),
                 opt(x.routing.purity),
                 opt(x.routing.nmi),
+                opt((r.experts > 1).then(|| load_cv(&x.routing.assignment, r.experts))),
                 x.routing.gate_updates,
                 x.routing.skipped_gate_updates,
                 x.timing.train_seconds,
@@ -158,6 +172,13 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_cv_is_zero_when_balanced() {
+        assert_eq!(load_cv(&[0, 1, 2, 0, 1, 2], 3), 0.0);
+        // loads (3, 1, 0): mean 4/3, population std sqrt(14/9) = 1.247
+        assert!((load_cv(&[0, 0, 0, 1], 3) - (14.0f64 / 9.0).sqrt() / (4.0 / 3.0)).abs() < 1e-12);
+    }
 
     #[test]
     fn cells_show_mean_std_and_median() {

@@ -27,6 +27,10 @@ pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "gly
 /// The experiments `reproduce` trains by default.
 pub const REPRODUCED_EXPERIMENTS: [&str; 2] = ["odebench10", "lotka-volterra"];
 
+/// Experiments `reproduce` runs only when named (`--only NAME`): the router comparison trains
+/// ten models, top-k ones several times slower per step than top-1 (docs/results.md).
+pub const ON_REQUEST_EXPERIMENTS: [&str; 1] = ["routers"];
+
 /// What `reproduce` runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -70,6 +74,9 @@ impl Plan {
     /// An unknown name is an error listing the plan.
     pub fn only(mut self, name: Option<&str>) -> Result<Self, ExperimentError> {
         let Some(n) = name else { return Ok(self) };
+        if ON_REQUEST_EXPERIMENTS.contains(&n) {
+            self.experiments = vec![Experiment::builtin(n, self.profile)?];
+        }
         self.experiments.retain(|e| e.name == n);
         let wanted: Vec<String> = self.experiments.iter().map(|e| e.data.system.clone()).collect();
         let known: Vec<String> = self.datasets.clone();
@@ -332,8 +339,14 @@ mod tests {
         assert_eq!(lv.experiments.len(), 1);
         let selkov = plan.clone().only(Some("selkov")).unwrap();
         assert_eq!((selkov.datasets, selkov.experiments.len()), (vec!["selkov".to_string()], 0));
-        let ode = plan.only(Some("odebench10")).unwrap();
+        let ode = plan.clone().only(Some("odebench10")).unwrap();
         assert_eq!(ode.datasets, vec!["odebench-2d"]);
+        assert!(plan.experiments.iter().all(|e| e.name != "routers"), "the router table runs on request");
+        let routers = plan.only(Some("routers")).unwrap();
+        assert_eq!(
+            (routers.datasets, routers.experiments[0].name.as_str()),
+            (vec!["odebench-2d".to_string()], "routers")
+        );
     }
 
     #[test]

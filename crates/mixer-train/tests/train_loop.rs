@@ -6,9 +6,9 @@ use mixer_experts::ExpertConfig;
 use mixer_ode::{FnSystem, ReferenceMethod, ReferenceSolver, SolverConfig};
 use mixer_routers::{ClusterCount, EmptyCluster, KMeansInit, Matching, Refit};
 use mixer_train::{
-    AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, LossScale, ModelConfig, Reseat,
-    RouterConfig, RunConfig, Segments, SubsetRule, TrainConfig, TrainError, Trainer, adapt, assignment, evaluate,
-    reseat_moves,
+    AdaBeliefConfig, AdaptConfig, AdaptMode, ContextStart, DataOptions, KMeansSettings, LossScale, MixerModel,
+    ModelConfig, Reseat, RouterConfig, RunConfig, Segments, SubsetRule, TrainConfig, TrainError, Trainer, adapt,
+    assignment, evaluate, reseat_moves,
 };
 use ndarray::Array4;
 
@@ -225,6 +225,68 @@ fn registered_routers_train_and_advance_their_schedules() {
             let expected = 2.0 * 0.9f64.powi(4);
             assert!((state.as_f64().unwrap() - expected).abs() < 1e-12, "{json}: temperature {state}");
         }
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+/// `MixerModel` as checkpoints stored it before the router registry: the gradient gate, if any,
+/// was the only gate with parameters.
+#[derive(burn::module::Module, Debug)]
+struct LegacyTheta<B: burn::tensor::backend::Backend> {
+    moe: mixer_experts::MixtureOfExperts<B, mixer_experts::AnyExpert<B>>,
+    gate: Option<mixer_routers::GradientGate<B>>,
+}
+
+#[derive(burn::module::Module, Debug)]
+struct LegacyModel<B: burn::tensor::backend::Backend> {
+    contexts: mixer_hyper::ContextTable<B>,
+    theta: LegacyTheta<B>,
+}
+
+#[test]
+fn checkpoints_written_before_the_router_registry_still_load() {
+    let _serial = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    for kind in ["kmeans-ls", "gradient"] {
+        let mut c = config(1);
+        if kind == "gradient" {
+            c.router = RouterConfig::default_for(kind).unwrap();
+        }
+        let mut old = MixerModel::<B>::init(&c, 6, 2, &Seeds::new(1), &device).unwrap();
+        if old.theta.gate.wants_feedback() {
+            // a refit, so that the K-means state is not the initial one
+            let contexts = ndarray::Array2::from_shape_fn((6, 4), |(e, j)| (e / 3) as f64 * 2.0 - 1.0 + 0.1 * j as f64);
+            let losses = ndarray::Array2::from_shape_fn((6, 2), |(e, k)| if e / 3 == k { 0.1 } else { 1.0 });
+            let feedback = mixer_core::RouterFeedback { features: contexts, expert_losses: losses, step: 0 };
+            old.theta.gate.refit(&feedback, &mut Seeds::new(2).stream("refit")).unwrap();
+        }
+        let gate = match &old.theta.gate {
+            mixer_routers::Gate::Gradient(g) => Some(g.clone()),
+            _ => None,
+        };
+        let legacy =
+            LegacyModel { contexts: old.contexts.clone(), theta: LegacyTheta { moe: old.theta.moe.clone(), gate } };
+        let dir = tmp(&format!("legacy-{kind}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        mixer_train::checkpoint::save_module(&legacy, &dir, "model").unwrap();
+        let state = old.theta.gate.state().state.unwrap_or(serde_json::Value::Null);
+        std::fs::write(dir.join("router.json"), serde_json::json!({ "kmeans": state }).to_string()).unwrap();
+
+        let fresh = MixerModel::<B>::init(&c, 6, 2, &Seeds::new(9), &device).unwrap();
+        let loaded = fresh.load_checkpoint(&dir, &device).unwrap();
+        assert_eq!(loaded.theta.gate.state(), old.theta.gate.state(), "{kind}");
+        let contexts = mixer_core::host::tensor2::<B>(
+            &(0..24).map(|i| (i as f64 * 0.37).sin()).collect::<Vec<_>>(),
+            [6, 4],
+            &device,
+        );
+        let route = |m: &MixerModel<B>| {
+            let r =
+                mixer_train::route(&m.theta, contexts.clone(), mixer_core::Mode::Eval, &mut Seeds::new(0).stream("r"))
+                    .unwrap();
+            (r.indices, mixer_core::host::to_vec(r.weights))
+        };
+        assert_eq!(route(&loaded), route(&old), "{kind}: routing changed through the legacy checkpoint");
         std::fs::remove_dir_all(dir).ok();
     }
 }
