@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use mixer_core::{Granularity, Rng, Router, RouterInput, Routing, host};
 
-use crate::gating::{int_tensor, reduced_init};
+use crate::gating::{int_tensor, linear_logits, reduced_init};
 use crate::spec::check_coefficients;
 use crate::{Refit, RouterError, RouterShape, RouterSpec, select::topk_lowest};
 
@@ -89,11 +89,10 @@ impl<B: Backend> Router<B> for BiasBalance<B> {
     }
 
     /// Nothing random and no auxiliary loss, in either mode.
-    fn route(&self, input: &RouterInput<B>, _rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
+    fn route(&self, input: &RouterInput<B>, rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
         let (e, k) = (self.bias.len(), self.settings.top_k);
         let [n, _] = input.features.dims();
-        RouterShape { experts: e, features: self.w_gate.dims()[0] }.check_features(input.features.dims())?;
-        let probs = softmax(input.features.clone().matmul(self.w_gate.val()), 1);
+        let probs = softmax(linear_logits(&self.w_gate, input, 0.0, rng)?, 1);
         let chosen: Vec<usize> = host::to_vec(probs.clone())
             .chunks(e)
             .flat_map(|row| {

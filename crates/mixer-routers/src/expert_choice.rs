@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use mixer_core::{Granularity, Rng, Router, RouterInput, Routing, host};
 
-use crate::gating::reduced_init;
+use crate::gating::{linear_logits, reduced_init};
 use crate::{Refit, RouterError, RouterShape, RouterSpec, select::topk_lowest};
 
 /// Configuration of [`ExpertChoice`].
@@ -121,12 +121,11 @@ impl<B: Backend> Router<B> for ExpertChoice<B> {
 
     /// Routes `features: [N, d]`: weights `[N, E]` hold the affinity `S[n, e]` where expert e chose unit n and 0
     /// elsewhere (no renormalisation); units chosen by nobody have all slots `None`. `probs` = `S`.
-    fn route(&self, input: &RouterInput<B>, _rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
+    fn route(&self, input: &RouterInput<B>, rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
         let e = self.config.num_experts;
         let [n, _] = input.features.dims();
-        RouterShape { experts: e, features: self.config.input_dim }.check_features(input.features.dims())?;
         let device = input.features.device();
-        let s = softmax(input.features.clone().matmul(self.w_gate.val()), 1);
+        let s = softmax(linear_logits(&self.w_gate, input, 0.0, rng)?, 1);
         let host_s = host::to_vec(s.clone());
         let cap = self.capacity(n);
         let mut indices = vec![None; n * e];

@@ -6,7 +6,9 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rand::Rng as _;
 use rand_distr::StandardNormal;
 
-use mixer_core::{Rng, host};
+use mixer_core::{Mode, Rng, RouterInput, host};
+
+use crate::RouterShape;
 
 /// `W: [d, E]` from a normal of standard deviation `sqrt(scale / d)` truncated at two standard
 /// deviations, drawn row-major from `rng` (Switch's reduced initialisation uses `scale = 0.1`).
@@ -26,6 +28,21 @@ pub(crate) fn reduced_init<B: Backend>(
     };
     let w: Vec<f64> = (0..d * e).map(|_| draw()).collect();
     Param::from_tensor(host::tensor2(&w, [d, e], device))
+}
+
+/// Logits `x W` of a router's input `x: [N, d]` after checking `d` against `W: [d, E]`; in
+/// training `x` is first jittered by `U(1 - eps, 1 + eps)` drawn from `rng` (`eps = 0`: no draw).
+pub(crate) fn linear_logits<B: Backend>(
+    w: &Param<Tensor<B, 2>>,
+    input: &RouterInput<B>,
+    eps: f64,
+    rng: &mut Rng,
+) -> mixer_core::Result<Tensor<B, 2>> {
+    let [features, experts] = w.dims();
+    RouterShape { experts, features }.check_features(input.features.dims())?;
+    let x = input.features.clone();
+    let x = if input.mode == Mode::Train { jitter(x, eps, rng) } else { x };
+    Ok(x.matmul(w.val()))
 }
 
 /// `x` multiplied entrywise by `U(1 - eps, 1 + eps)` noise drawn row-major from `rng` (Switch's

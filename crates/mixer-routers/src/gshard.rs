@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use mixer_core::{AuxKind, AuxLoss, Granularity, Mode, Rng, Router, RouterInput, Routing, host};
 
 use crate::gating::{
-    capacity, int_tensor, jitter, keep_within_capacity, reduced_init, switch_balance, z_loss, zero_dropped,
+    capacity, int_tensor, keep_within_capacity, linear_logits, reduced_init, switch_balance, z_loss, zero_dropped,
 };
 use crate::switch::check_softmax_router;
 use crate::{Refit, RouterError, RouterShape, RouterSpec, select::topk_lowest};
@@ -68,7 +68,7 @@ impl RouterSpec for GShardSettings {
     ) -> Result<GShard<B>, RouterError> {
         self.check(shape)?;
         let w_gate = reduced_init(shape.features, shape.experts, self.init_scale, rng, device);
-        Ok(GShard { w_gate, settings: self.clone(), experts: shape.experts })
+        Ok(GShard { w_gate, settings: self.clone() })
     }
 }
 
@@ -80,12 +80,11 @@ pub struct GShard<B: Backend> {
     pub w_gate: Param<Tensor<B, 2>>,
     #[module(skip)]
     settings: GShardSettings,
-    experts: usize,
 }
 
 impl<B: Backend> Router<B> for GShard<B> {
     fn num_experts(&self) -> usize {
-        self.experts
+        self.w_gate.dims()[1]
     }
 
     fn top_k(&self) -> usize {
@@ -103,13 +102,10 @@ impl<B: Backend> Router<B> for GShard<B> {
     /// Train: jitter, then one uniform per unit (row order) from `rng` for the second dispatch,
     /// balance loss and optional z-loss. Eval: no draws, no auxiliary loss.
     fn route(&self, input: &RouterInput<B>, rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
-        let e = self.experts;
-        let [n, _] = input.features.dims();
-        RouterShape { experts: e, features: self.w_gate.dims()[0] }.check_features(input.features.dims())?;
+        let [n, e] = [input.features.dims()[0], self.w_gate.dims()[1]];
         let train = input.mode == Mode::Train;
         let s = &self.settings;
-        let x = if train { jitter(input.features.clone(), s.jitter, rng) } else { input.features.clone() };
-        let logits = x.matmul(self.w_gate.val());
+        let logits = linear_logits(&self.w_gate, input, s.jitter, rng)?;
         let probs = softmax(logits.clone(), 1);
         let host_probs = host::to_vec(probs.clone());
         let chosen: Vec<usize> = host_probs.chunks(e).flat_map(|row| topk_lowest(row, 2)).collect();

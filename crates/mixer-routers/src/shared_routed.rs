@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use mixer_core::{AuxKind, AuxLoss, Granularity, Mode, Rng, Router, RouterInput, Routing, host};
 
-use crate::gating::{int_tensor, reduced_init};
+use crate::gating::{int_tensor, linear_logits, reduced_init};
 use crate::spec::check_coefficients;
 use crate::{Refit, RouterError, RouterShape, RouterSpec, select::topk_lowest};
 
@@ -76,7 +76,7 @@ impl RouterSpec for SharedRoutedSettings {
         self.check(shape)?;
         let routed = shape.experts - self.shared;
         let w_gate = reduced_init(shape.features, routed, self.init_scale, rng, device);
-        Ok(SharedRouted { w_gate, settings: self.clone(), experts: shape.experts, temperature: self.temperature })
+        Ok(SharedRouted { w_gate, settings: self.clone(), temperature: self.temperature })
     }
 }
 
@@ -89,7 +89,6 @@ pub struct SharedRouted<B: Backend> {
     pub w_gate: Param<Tensor<B, 2>>,
     #[module(skip)]
     settings: SharedRoutedSettings,
-    experts: usize,
     #[module(skip)]
     temperature: f64,
 }
@@ -103,7 +102,7 @@ impl<B: Backend> SharedRouted<B> {
 
 impl<B: Backend> Router<B> for SharedRouted<B> {
     fn num_experts(&self) -> usize {
-        self.experts
+        self.w_gate.dims()[1] + self.settings.shared
     }
 
     fn top_k(&self) -> usize {
@@ -115,13 +114,13 @@ impl<B: Backend> Router<B> for SharedRouted<B> {
     }
 
     /// Nothing random. Train adds the variance balance loss over the routed experts.
-    fn route(&self, input: &RouterInput<B>, _rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
-        let (e, k, shared) = (self.experts, self.settings.top_k, self.settings.shared);
-        let routed = e - shared;
+    fn route(&self, input: &RouterInput<B>, rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
+        let (k, shared) = (self.settings.top_k, self.settings.shared);
+        let routed = self.w_gate.dims()[1];
+        let e = routed + shared;
         let [n, _] = input.features.dims();
-        RouterShape { experts: e, features: self.w_gate.dims()[0] }.check_features(input.features.dims())?;
         let device = input.features.device();
-        let scaled = input.features.clone().matmul(self.w_gate.val()).div_scalar(self.temperature);
+        let scaled = linear_logits(&self.w_gate, input, 0.0, rng)?.div_scalar(self.temperature);
         let chosen: Vec<usize> =
             host::to_vec(scaled.clone()).chunks(routed).flat_map(|row| topk_lowest(row, k)).collect();
         let mut unselected = vec![true; n * routed];

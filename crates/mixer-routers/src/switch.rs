@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use mixer_core::{AuxKind, AuxLoss, Granularity, Mode, Rng, Router, RouterInput, Routing, host};
 
 use crate::gating::{
-    capacity, int_tensor, jitter, keep_within_capacity, reduced_init, switch_balance, z_loss, zero_dropped,
+    capacity, int_tensor, keep_within_capacity, linear_logits, reduced_init, switch_balance, z_loss, zero_dropped,
 };
 use crate::spec::check_coefficients;
 use crate::{Refit, RouterError, RouterShape, RouterSpec, select::argmax_lowest};
@@ -73,7 +73,7 @@ impl RouterSpec for SwitchSettings {
     ) -> Result<Switch<B>, RouterError> {
         self.check(shape)?;
         let w_gate = reduced_init(shape.features, shape.experts, self.init_scale, rng, device);
-        Ok(Switch { w_gate, settings: self.clone(), experts: shape.experts })
+        Ok(Switch { w_gate, settings: self.clone() })
     }
 }
 
@@ -85,12 +85,11 @@ pub struct Switch<B: Backend> {
     pub w_gate: Param<Tensor<B, 2>>,
     #[module(skip)]
     settings: SwitchSettings,
-    experts: usize,
 }
 
 impl<B: Backend> Router<B> for Switch<B> {
     fn num_experts(&self) -> usize {
-        self.experts
+        self.w_gate.dims()[1]
     }
 
     fn top_k(&self) -> usize {
@@ -108,12 +107,9 @@ impl<B: Backend> Router<B> for Switch<B> {
     /// Train: jitter drawn from `rng`, balance loss and optional z-loss. Units over capacity are
     /// dropped in position order (weight 0, index `None`).
     fn route(&self, input: &RouterInput<B>, rng: &mut Rng) -> mixer_core::Result<Routing<B>> {
-        let e = self.experts;
-        let [n, _] = input.features.dims();
-        RouterShape { experts: e, features: self.w_gate.dims()[0] }.check_features(input.features.dims())?;
+        let [n, e] = [input.features.dims()[0], self.w_gate.dims()[1]];
         let train = input.mode == Mode::Train;
-        let x = if train { jitter(input.features.clone(), self.settings.jitter, rng) } else { input.features.clone() };
-        let logits = x.matmul(self.w_gate.val());
+        let logits = linear_logits(&self.w_gate, input, self.settings.jitter, rng)?;
         let probs = softmax(logits.clone(), 1);
         let first: Vec<usize> = host::to_vec(probs.clone()).chunks(e).map(argmax_lowest).collect();
         let keep = match self.settings.capacity_factor {
