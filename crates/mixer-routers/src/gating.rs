@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rand::Rng as _;
 use rand_distr::StandardNormal;
 
-use mixer_core::{Mode, Rng, RouterInput, host};
+use mixer_core::{AuxKind, AuxLoss, Mode, Rng, RouterInput, host};
 
 use crate::RouterShape;
 
@@ -107,6 +107,23 @@ pub(crate) fn switch_balance<B: Backend>(probs: Tensor<B, 2>, first: &[usize]) -
     let device = probs.device();
     let f = Tensor::<B, 1>::from_data(TensorData::new(f, [e]), &device);
     (probs.mean_dim(0).reshape([e]) * f).sum().mul_scalar(e as f64)
+}
+
+/// The training losses of Switch and GShard: the balance loss with coefficient `balance`
+/// (`first`: first choices) and, when `z` is set, the z-loss of `logits` with that coefficient.
+pub(crate) fn balance_and_z_losses<B: Backend>(
+    probs: Tensor<B, 2>,
+    first: &[usize],
+    balance: f64,
+    logits: Tensor<B, 2>,
+    z: Option<f64>,
+) -> Vec<AuxLoss<B>> {
+    let mut losses =
+        vec![AuxLoss { kind: AuxKind::SwitchBalance, value: switch_balance(probs, first), coefficient: balance }];
+    if let Some(coefficient) = z {
+        losses.push(AuxLoss { kind: AuxKind::ZLoss, value: z_loss(logits), coefficient });
+    }
+    losses
 }
 
 /// Router z-loss `mean_n (logsumexp_i h_{n,i})^2` of `logits: [N, E]` (Zoph et al. 2022), `[1]`.

@@ -8,10 +8,10 @@ use burn::tensor::{Tensor, activation::softmax, backend::Backend};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
-use mixer_core::{AuxKind, AuxLoss, Granularity, Mode, Rng, Router, RouterInput, Routing, host};
+use mixer_core::{Granularity, Mode, Rng, Router, RouterInput, Routing, host};
 
 use crate::gating::{
-    capacity, int_tensor, keep_within_capacity, linear_logits, reduced_init, switch_balance, z_loss, zero_dropped,
+    balance_and_z_losses, capacity, int_tensor, keep_within_capacity, linear_logits, reduced_init, zero_dropped,
 };
 use crate::switch::check_softmax_router;
 use crate::{Refit, RouterError, RouterShape, RouterSpec, select::topk_lowest};
@@ -126,15 +126,9 @@ impl<B: Backend> Router<B> for GShard<B> {
         let top2 = probs.clone().gather(1, int_tensor(&chosen, [n, 2], &device));
         let total = top2.clone().sum_dim(1).expand([n, 2]);
         let weights = zero_dropped(top2 / total, &keep);
-        let mut aux_losses = vec![];
-        if train {
-            let first: Vec<usize> = chosen.iter().step_by(2).copied().collect();
-            let value = switch_balance(probs.clone(), &first);
-            aux_losses.push(AuxLoss { kind: AuxKind::SwitchBalance, value, coefficient: s.balance });
-            if let Some(coefficient) = s.z_loss {
-                aux_losses.push(AuxLoss { kind: AuxKind::ZLoss, value: z_loss(logits), coefficient });
-            }
-        }
+        let first: Vec<usize> = chosen.iter().step_by(2).copied().collect();
+        let aux_losses =
+            if train { balance_and_z_losses(probs.clone(), &first, s.balance, logits, s.z_loss) } else { vec![] };
         let indices = chosen.into_iter().zip(keep).map(|(i, k)| k.then_some(i)).collect();
         Ok(Routing { k: 2, indices, weights, shared: vec![], probs: Some(probs), aux_losses })
     }

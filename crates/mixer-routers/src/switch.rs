@@ -6,10 +6,10 @@ use burn::module::{Module, Param};
 use burn::tensor::{Tensor, activation::softmax, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use mixer_core::{AuxKind, AuxLoss, Granularity, Mode, Rng, Router, RouterInput, Routing, host};
+use mixer_core::{Granularity, Mode, Rng, Router, RouterInput, Routing, host};
 
 use crate::gating::{
-    capacity, int_tensor, keep_within_capacity, linear_logits, reduced_init, switch_balance, z_loss, zero_dropped,
+    balance_and_z_losses, capacity, int_tensor, keep_within_capacity, linear_logits, reduced_init, zero_dropped,
 };
 use crate::spec::check_coefficients;
 use crate::{Refit, RouterError, RouterShape, RouterSpec, select::argmax_lowest};
@@ -118,14 +118,9 @@ impl<B: Backend> Router<B> for Switch<B> {
         };
         let device = input.features.device();
         let weights = zero_dropped(probs.clone().gather(1, int_tensor(&first, [n, 1], &device)), &keep);
-        let mut aux_losses = vec![];
-        if train {
-            let value = switch_balance(probs.clone(), &first);
-            aux_losses.push(AuxLoss { kind: AuxKind::SwitchBalance, value, coefficient: self.settings.balance });
-            if let Some(coefficient) = self.settings.z_loss {
-                aux_losses.push(AuxLoss { kind: AuxKind::ZLoss, value: z_loss(logits), coefficient });
-            }
-        }
+        let s = &self.settings;
+        let aux_losses =
+            if train { balance_and_z_losses(probs.clone(), &first, s.balance, logits, s.z_loss) } else { vec![] };
         let indices = first.into_iter().zip(keep).map(|(i, k)| k.then_some(i)).collect();
         Ok(Routing { k: 1, indices, weights, shared: vec![], probs: Some(probs), aux_losses })
     }
