@@ -1,6 +1,7 @@
 //! Where the time of a top-1 mixture rollout goes: one rollout per expert
-//! (`MixtureOfExperts::rollout_rows_by` with `Dispatch::PerExpert`) against one stacked rollout of all GEPS
-//! experts (`MixtureOfExperts::rollout_rows`), forward and backward on burn-flex autodiff f32
+//! (`MixtureOfExperts::rollout_rows_by` with `Dispatch::PerExpert`), one stacked rollout of all GEPS
+//! experts (`Dispatch::Stacked`) and the fused host rollout with its hand-written backward pass
+//! (`Dispatch::Fused`, the default), forward and backward on burn-flex autodiff f32
 //! (and forward only without autodiff). 10 experts (width 64, depth 3, dim 2, context 4 each),
 //! RK4 with one substep over 20 time points (0.05 apart); "balanced" gives each expert one environment of
 //! `rows` rows, "skewed" gives expert 0 five of them (the stacked rollout pads every expert to
@@ -44,22 +45,19 @@ fn problem<B: Backend>(expert_of_env: &[usize], rows: usize, device: &B::Device)
     Problem { moe, contexts, routing, env_of_row, x0 }
 }
 
-fn rollout<B: Backend>(p: &Problem<B>, contexts: Tensor<B, 2>, stacked: bool, times: &[f64]) -> Tensor<B, 3> {
+fn rollout<B: Backend>(p: &Problem<B>, contexts: Tensor<B, 2>, dispatch: Dispatch, times: &[f64]) -> Tensor<B, 3> {
     let rk4: &dyn Integrator<B> = &Rk4 { substeps: 1 };
     let rows = Rows::new(&p.env_of_row, p.x0.clone(), times);
-    if stacked {
-        p.moe.rollout_rows(rk4, &p.routing, contexts, rows)
-    } else {
-        p.moe.rollout_rows_by(rk4, &p.routing, contexts, rows, Dispatch::PerExpert)
-    }
-    .expect("rollout succeeds")
+    p.moe.rollout_rows_by(rk4, &p.routing, contexts, rows, dispatch).expect("rollout succeeds")
 }
+
+const DISPATCHES: [Dispatch; 3] = [Dispatch::PerExpert, Dispatch::Stacked, Dispatch::Fused];
 
 /// One forward and backward pass of `mean(y^2)`; returns the loss and the sums of the context
 /// and gate-weight gradients.
-fn forward_backward<B: AutodiffBackend>(p: &Problem<B>, stacked: bool, times: &[f64]) -> [f64; 3] {
+fn forward_backward<B: AutodiffBackend>(p: &Problem<B>, dispatch: Dispatch, times: &[f64]) -> [f64; 3] {
     let contexts = p.contexts.clone().require_grad();
-    let loss = rollout(p, contexts.clone(), stacked, times).square().mean();
+    let loss = rollout(p, contexts.clone(), dispatch, times).square().mean();
     let value = loss.clone().into_scalar().elem::<f64>();
     let grads = loss.backward();
     let sum = |g: Option<Tensor<B::InnerBackend, 2>>| g.map_or(0.0, |g| g.sum().into_scalar().elem::<f64>());
@@ -69,37 +67,31 @@ fn forward_backward<B: AutodiffBackend>(p: &Problem<B>, stacked: bool, times: &[
 fn case(name: &str, expert_of_env: &[usize], rows: usize, reps: usize, times: &[f64]) {
     let device = Default::default();
     let p = problem::<Autodiff<Flex>>(expert_of_env, rows, &device);
-    let (a, b) = (forward_backward(&p, false, times), forward_backward(&p, true, times));
-    for (x, y) in a.iter().zip(&b) {
-        assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-6), "per expert {a:?} vs stacked {b:?}");
+    let reference = forward_backward(&p, Dispatch::PerExpert, times);
+    let mut line = format!("{name:8} {} rows, fwd+bwd autodiff:", p.env_of_row.len());
+    let mut base = 0.0;
+    for dispatch in DISPATCHES {
+        let got = forward_backward(&p, dispatch, times);
+        for (x, y) in reference.iter().zip(&got) {
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-6), "per expert {reference:?} vs {dispatch:?} {got:?}");
+        }
+        let t = median_seconds(reps, || {
+            forward_backward(&p, dispatch, times);
+        });
+        base = if dispatch == Dispatch::PerExpert { t } else { base };
+        line += &format!(" {dispatch:?} {:7.1} ms ({:4.1}x)", t * 1e3, base / t);
     }
-    let looped = median_seconds(reps, || {
-        forward_backward(&p, false, times);
-    });
-    let stacked = median_seconds(reps, || {
-        forward_backward(&p, true, times);
-    });
-    println!(
-        "{name:8} {} rows, fwd+bwd autodiff: per expert {:8.1} ms, stacked {:8.1} ms, ratio {:.2}",
-        p.env_of_row.len(),
-        looped * 1e3,
-        stacked * 1e3,
-        looped / stacked
-    );
+    println!("{line}");
     let p = problem::<Flex>(expert_of_env, rows, &device);
-    let looped = median_seconds(reps, || {
-        let _ = rollout(&p, p.contexts.clone(), false, times).into_data();
-    });
-    let stacked = median_seconds(reps, || {
-        let _ = rollout(&p, p.contexts.clone(), true, times).into_data();
-    });
-    println!(
-        "{name:8} {} rows, forward, no autodiff: per expert {:8.1} ms, stacked {:8.1} ms, ratio {:.2}",
-        p.env_of_row.len(),
-        looped * 1e3,
-        stacked * 1e3,
-        looped / stacked
-    );
+    let mut line = format!("{name:8} {} rows, forward, no autodiff:", p.env_of_row.len());
+    for dispatch in DISPATCHES {
+        let t = median_seconds(reps, || {
+            let _ = rollout(&p, p.contexts.clone(), dispatch, times).into_data();
+        });
+        base = if dispatch == Dispatch::PerExpert { t } else { base };
+        line += &format!(" {dispatch:?} {:7.1} ms ({:4.1}x)", t * 1e3, base / t);
+    }
+    println!("{line}");
 }
 
 fn main() {

@@ -47,7 +47,8 @@ pub struct ReproduceArgs {
 /// Flags of `cargo xtask bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Only benchmarks whose name contains this filter (criterion's filter).
+    /// Only benchmarks whose name contains this filter (criterion's filter); `outer` runs only
+    /// the outer-step timings.
     pub filter: Option<String>,
     /// Build the benches with `--features cuda` as well.
     #[arg(long)]

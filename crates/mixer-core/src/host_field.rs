@@ -85,6 +85,28 @@ pub trait HostField<T: HostFloat>: Send {
     fn eval(&mut self, t: f64, x: &[T], out: &mut [T]);
 }
 
+/// A [`HostField`] that can be differentiated in reverse mode: an evaluation records what its
+/// backward pass needs in a tape, and [`TapedField::pull_back`] maps a cotangent of the output
+/// to one of the input, accumulating the gradients of the field's own parameters inside the
+/// field (where its owner reads them after the rollout's backward pass).
+pub trait TapedField<T: HostFloat>: HostField<T> {
+    /// What one evaluation keeps for its backward pass.
+    type Tape: Send;
+
+    /// An empty tape, sized for this field's rows.
+    fn new_tape(&self) -> Self::Tape;
+
+    /// Host values one tape holds (to choose between storing tapes and recomputing them).
+    fn tape_len(&self) -> usize;
+
+    /// [`HostField::eval`] that records the evaluation in `tape`.
+    fn eval_taped(&mut self, t: f64, x: &[T], out: &mut [T], tape: &mut Self::Tape);
+
+    /// For `g = dL/d out` of the evaluation recorded in `tape`: adds the field's parameter
+    /// gradients to its accumulators and writes `dL/dx` into `x_bar` (overwritten).
+    fn pull_back(&mut self, tape: &Self::Tape, g: &[T], x_bar: &mut [T]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ pub use dataset::{Dataset, Split, TimeGrid};
 pub use error::{Error, Result, ensure_finite};
 pub use expert::{ContextModel, Expert};
 pub use field::{FnField, VectorField};
-pub use host_field::{HostField, HostFloat};
+pub use host_field::{HostField, HostFloat, TapedField};
 pub use integrator::{Integrator, check_times};
 pub use routing::{
     AuxKind, AuxLoss, ExpertGroup, GateUpdate, Granularity, Mode, Router, RouterFeedback, RouterInput, Routing,

@@ -92,6 +92,7 @@ mod tests {
     #[test]
     fn zero_context_is_the_root_network_and_mip_changes_input_width() {
         let device = Default::default();
+        let _rng = crate::tests::rng_lock();
         let cfg = CodaConfig { dim: 3, context: 2, width: 5, depth: 3, mip: false };
         let e = cfg.init::<TestBackend>(&device).unwrap();
         let x = tensor2::<TestBackend>(&[0.3, -0.2, 0.9], [1, 3], &device);

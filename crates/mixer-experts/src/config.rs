@@ -169,6 +169,7 @@ mod tests {
             ("kind = \"geps-mip\"\nwidth = 8\ndepth = 3", "geps-mip"),
             ("kind = \"coda-mip\"\nwidth = 8\ndepth = 3", "coda-mip"),
         ];
+        let _rng = crate::tests::rng_lock();
         for (text, kind) in cases {
             let cfg: ExpertConfig = toml::from_str(text).unwrap();
             let e = cfg.init::<TestBackend>(2, 3, &device).unwrap();

@@ -126,6 +126,7 @@ mod tests {
     #[test]
     fn gradients_match_central_differences() {
         let device = Default::default();
+        let _rng = crate::tests::rng_lock();
         TestBackend::seed(&device, 3);
         let mut cfg = config();
         for mip in [false, true] {
@@ -198,7 +199,10 @@ mod tests {
     #[test]
     fn shift_acts_like_adding_to_the_context() {
         let device = Default::default();
-        let mut e = config().init::<TestBackend>(&device).unwrap();
+        let mut e = {
+            let _rng = crate::tests::rng_lock();
+            config().init::<TestBackend>(&device).unwrap()
+        };
         e.context_shift = Some(Param::from_tensor(Tensor::from_data([0.5], &device)));
         let x = tensor2::<TestBackend>(&[0.1, 0.2], [1, 2], &device);
         let shifted = to_vec(e.forward(x.clone(), tensor2(&[1.0, -1.0], [1, 2], &device)));

@@ -4,6 +4,7 @@
 use burn::tensor::backend::Backend;
 
 use mixer_core::HostField;
+use mixer_ode::HostSolver;
 
 use crate::geps_host::FrozenGeps;
 use crate::host_kernel::HostKernel;
@@ -50,4 +51,31 @@ impl<T: HostKernel> FrozenExpert<T> {
             FrozenExpert::Geps(e) => Ok(Box::new(e.bind(ctx, rate)?)),
         }
     }
+
+    /// The expert's rollout by `solver` from `y0: [rows, d]` on `times`, at contexts `ctx` and
+    /// rates `rate` as in [`FrozenExpert::bind`]; `[rows, times, d]`. The outer error is a bad
+    /// binding, the inner one the solver's (a diverging rollout).
+    pub fn integrate(
+        &self,
+        solver: &HostSolver,
+        ctx: &[f64],
+        rate: Option<&[f64]>,
+        y0: &[T],
+        times: &[f64],
+    ) -> Result<mixer_core::Result<Vec<T>>, ExpertError> {
+        T::integrate_frozen(self, solver, ctx, rate, y0, times)
+    }
+}
+
+/// [`FrozenExpert::integrate`], instantiated by [`HostKernel::integrate_frozen`].
+pub(crate) fn integrate_frozen<T: HostKernel>(
+    expert: &FrozenExpert<T>,
+    solver: &HostSolver,
+    ctx: &[f64],
+    rate: Option<&[f64]>,
+    y0: &[T],
+    times: &[f64],
+) -> Result<mixer_core::Result<Vec<T>>, ExpertError> {
+    let mut field = expert.bind(ctx, rate)?;
+    Ok(solver.integrate(field.as_mut(), y0, times))
 }

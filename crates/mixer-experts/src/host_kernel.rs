@@ -2,6 +2,9 @@
 //! branch-free, vectorisable exponential for the swish, in `f32` or `f64`.
 
 use mixer_core::HostFloat;
+use mixer_ode::HostSolver;
+
+use crate::{ExpertError, FrozenExpert};
 
 /// A row-major or transposed view of a matrix in a slice: entry `(i, j)` is
 /// `data[i * row_stride + j * col_stride]`.
@@ -48,7 +51,25 @@ pub trait HostKernel: HostFloat {
     /// `e^x`, to a few units in the last place over the range where it is finite; NaN stays
     /// NaN, and arguments beyond the range are clamped (no overflow to infinity).
     fn fast_exp(self) -> Self;
+
+    /// [`FrozenExpert::integrate`] in this type: a method of the concrete type, so that the
+    /// rollout is compiled in this crate at its optimisation level rather than in the (generic)
+    /// caller's crate.
+    #[doc(hidden)]
+    fn integrate_frozen(
+        expert: &FrozenExpert<Self>,
+        solver: &HostSolver,
+        ctx: &[f64],
+        rate: Option<&[f64]>,
+        y0: &[Self],
+        times: &[f64],
+    ) -> Result<mixer_core::Result<Vec<Self>>, ExpertError>;
 }
+
+/// Products of at most this many multiply-adds whose `b` is row-major skip `matrixmultiply`:
+/// at the sizes of expert fields (a few dozen rows, `k` from 2 to 64) its packing of both
+/// operands at every call costs more than the product itself.
+const SMALL_PRODUCT: usize = 1 << 20;
 
 /// `c = a b + beta c` (see [`HostKernel::gemm_raw`]), after checking shapes and bounds.
 pub(crate) fn gemm<T: HostKernel>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: &mut [T]) {
@@ -57,7 +78,85 @@ pub(crate) fn gemm<T: HostKernel>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c
     if a.rows == 0 || b.cols == 0 {
         return;
     }
-    T::gemm_raw(a, b, beta, c);
+    if b.col_stride == 1 && a.rows * a.cols * b.cols <= SMALL_PRODUCT {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                return unsafe { small_gemm_avx512(a, b, beta, c) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                return unsafe { small_gemm_avx2(a, b, beta, c) };
+            }
+        }
+        small_gemm(a, b, beta, c);
+    } else {
+        T::gemm_raw(a, b, beta, c);
+    }
+}
+
+/// [`small_gemm`] compiled for AVX-512 (sixteen lanes). No fused multiply-add: every lane does
+/// the same multiplications and additions in the same order as the scalar code, so results are
+/// bitwise the same on every CPU.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn small_gemm_avx512<T: HostKernel>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: &mut [T]) {
+    small_gemm(a, b, beta, c)
+}
+
+/// [`small_gemm`] compiled for AVX2 (eight lanes), bitwise like the others.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn small_gemm_avx2<T: HostKernel>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: &mut [T]) {
+    small_gemm(a, b, beta, c)
+}
+
+/// `c = a b + beta c` for a row-major `b`, in blocks of up to sixteen columns: each block of a
+/// row of `c` is accumulated in registers over `k` (one row of `b` scaled by one entry of `a`
+/// per step, a loop the compiler vectorises), then stored once; nothing is packed.
+#[inline(always)]
+fn small_gemm<T: HostKernel>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: &mut [T]) {
+    let mut at = 0;
+    while at < b.cols {
+        at += match b.cols - at {
+            16.. => columns::<T, 16>(a, b, beta, c, at),
+            8.. => columns::<T, 8>(a, b, beta, c, at),
+            4.. => columns::<T, 4>(a, b, beta, c, at),
+            2.. => columns::<T, 2>(a, b, beta, c, at),
+            _ => columns::<T, 1>(a, b, beta, c, at),
+        };
+    }
+}
+
+/// Columns `at..at + W` of [`small_gemm`]; returns `W`.
+#[inline(always)]
+fn columns<T: HostKernel, const W: usize>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: T,
+    c: &mut [T],
+    at: usize,
+) -> usize {
+    let n = b.cols;
+    for (i, row) in c.chunks_exact_mut(n).enumerate() {
+        let ci = &mut row[at..at + W];
+        let mut acc = [T::ZERO; W];
+        if beta != T::ZERO {
+            for j in 0..W {
+                acc[j] = ci[j] * beta;
+            }
+        }
+        for kk in 0..a.cols {
+            let aik = a.data[i * a.row_stride + kk * a.col_stride];
+            let bk = &b.data[kk * b.row_stride + at..][..W];
+            for j in 0..W {
+                acc[j] += aik * bk[j];
+            }
+        }
+        ci.copy_from_slice(&acc);
+    }
+    W
 }
 
 /// `h * sigmoid(beta h)` in place, entrywise (`beta` as long as `h`).
@@ -92,6 +191,17 @@ macro_rules! host_kernel {
                         1,
                     )
                 }
+            }
+
+            fn integrate_frozen(
+                expert: &FrozenExpert<Self>,
+                solver: &HostSolver,
+                ctx: &[f64],
+                rate: Option<&[f64]>,
+                y0: &[Self],
+                times: &[f64],
+            ) -> Result<mixer_core::Result<Vec<Self>>, ExpertError> {
+                crate::host_expert::integrate_frozen(expert, solver, ctx, rate, y0, times)
             }
 
             #[inline(always)]
@@ -177,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn gemm_matches_a_naive_product_with_transposes_and_accumulation() {
+    fn gemm_matches_a_naive_product_with_transposes_blocks_and_accumulation() {
         // a: [2, 3] row-major; b = w^T with w: [4, 3] row-major
         let a = [1.0, 2.0, 3.0, -1.0, 0.5, 2.0];
         let w: Vec<f64> = (0..12).map(|i| 0.1 * i as f64 - 0.4).collect();
@@ -187,6 +297,26 @@ mod tests {
             for j in 0..4 {
                 let want: f64 = 1.0 + (0..3).map(|l| a[i * 3 + l] * w[j * 3 + l]).sum::<f64>();
                 assert!((c[i * 4 + j] - want).abs() < 1e-14);
+            }
+        }
+        // the unpacked path for row-major right operands: every column block width, strided `a`
+        for n in [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64] {
+            let (m, k) = (3, 5);
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 7 % 11) as f64 - 5.0) * 0.3).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 13) as f64 - 6.0) * 0.2).collect();
+            for beta in [0.0, 1.0, 0.5] {
+                let start: Vec<f64> = (0..m * n).map(|i| i as f64 * 0.1).collect();
+                let mut c = start.clone();
+                // `a` seen through its transpose: `a_t` is `[k, m]` row-major
+                let a_t: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+                gemm(MatRef::transposed(&a_t, m, k), MatRef::row_major(&b, k, n), beta, &mut c);
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f64 = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
+                        let want = dot + beta * start[i * n + j];
+                        assert!((c[i * n + j] - want).abs() < 1e-12, "n {n} beta {beta}: {} vs {want}", c[i * n + j]);
+                    }
+                }
             }
         }
         let mut c = vec![f32::NAN; 8];

@@ -29,8 +29,10 @@
 
 mod coda;
 mod config;
+mod fused;
 mod geps;
 mod geps_host;
+mod geps_taped;
 mod host_expert;
 mod host_kernel;
 mod moe;
@@ -76,6 +78,15 @@ pub enum ExpertError {
 pub(crate) mod tests {
     pub type TestBackend = burn::backend::NdArray<f64>;
     pub type TestAutodiffBackend = burn::backend::Autodiff<TestBackend>;
+
+    /// Held while a test draws from the backend's global RNG: tests run concurrently, and
+    /// interleaved draws would give a seeded model different weights from run to run.
+    static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Takes the backend RNG (see [`BACKEND_RNG`]) until the guard is dropped.
+    pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+        BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     /// Central differences `(f(v + h e_i) - f(v - h e_i)) / 2h` for every entry, `h = 1e-6`.
     pub fn central_difference(v: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {

@@ -7,6 +7,7 @@ use tracing::{debug, warn};
 
 use mixer_core::{Error, Expert, Integrator, Routing, VectorField, anchor_module, anchor_tensor};
 
+use crate::fused::{FusedInputs, FusedProblem};
 use crate::stacked::{GepsParams, Padding, StackedField, as_geps};
 use crate::{AnyExpert, ExpertConfig, ExpertError};
 
@@ -16,6 +17,9 @@ use crate::{AnyExpert, ExpertConfig, ExpertError};
 pub struct MixtureOfExperts<B: Backend, X> {
     /// The experts.
     pub experts: Vec<X>,
+    /// How [`MixtureOfExperts::rollout_rows`] integrates a routing.
+    #[module(skip)]
+    dispatch: Dispatch,
     _backend: core::marker::PhantomData<B>,
 }
 
@@ -125,8 +129,17 @@ impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<B, X> {
 }
 
 /// How a routing's experts are integrated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Dispatch {
+    /// Top-1 GEPS experts under a solver of `mixer-ode`: every expert integrates its rows on the
+    /// host (adaptive solvers: each expert its own step sequence, as [`Dispatch::PerExpert`]),
+    /// one thread task per expert, and the rollout is one autodiff node with a hand-written
+    /// backward pass (the discrete adjoint); CPU backends only. Where that does not
+    /// apply, as [`Dispatch::Stacked`]. Top-k and shared: sparse, as [`Dispatch::PerExpert`].
+    /// The default.
+    #[default]
+    Fused,
     /// Top-1: one stacked rollout of all GEPS experts of one layout (others fall back to
     /// [`Dispatch::PerExpert`]). Top-k and shared: sparse, as [`Dispatch::PerExpert`].
     Stacked,
@@ -185,7 +198,18 @@ impl<B: Backend> ModuleMapper<B> for Fresh {
 impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
     /// A mixture of the given experts (all of the same state and context sizes).
     pub fn new(experts: Vec<X>) -> Self {
-        Self { experts, _backend: core::marker::PhantomData }
+        Self { experts, dispatch: Dispatch::default(), _backend: core::marker::PhantomData }
+    }
+
+    /// The same mixture, integrating routings by `dispatch` (the fused path by default).
+    pub fn with_dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.dispatch = dispatch;
+        self
+    }
+
+    /// How routings are integrated.
+    pub fn dispatch(&self) -> Dispatch {
+        self.dispatch
     }
 
     /// Number of experts `K`.
@@ -272,7 +296,8 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         self.rollout_rows(integrator, routing, contexts, Rows::new(env_of_row, x0, times))
     }
 
-    /// [`MixtureOfExperts::rollout`] of a [`Rows`] bundle, honouring its time rates.
+    /// [`MixtureOfExperts::rollout`] of a [`Rows`] bundle, honouring its time rates, by the
+    /// mixture's [`Dispatch`].
     pub fn rollout_rows(
         &self,
         integrator: &dyn Integrator<B>,
@@ -283,7 +308,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
     where
         X: 'static,
     {
-        self.rollout_rows_by(integrator, routing, contexts, rows, Dispatch::Stacked)
+        self.rollout_rows_by(integrator, routing, contexts, rows, self.dispatch)
     }
 
     /// [`MixtureOfExperts::rollout_rows`] with the dispatch of a top-1 routing chosen
@@ -396,7 +421,14 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             .collect();
         let mut outputs = Vec::new();
         let mut order = Vec::with_capacity(n);
-        if dispatch == Dispatch::Stacked
+        let fused = match dispatch {
+            Dispatch::Fused => self.rollout_fused(integrator, routing, contexts.clone(), &rows, &groups)?,
+            _ => None,
+        };
+        if let Some(y) = fused {
+            outputs.push(y);
+            order.extend(groups.iter().flat_map(|(_, rows_k)| rows_k.iter().copied().map(Some)));
+        } else if matches!(dispatch, Dispatch::Stacked | Dispatch::Fused)
             && let Some((padding, params)) = self.stacked(&groups)
         {
             match self.rollout_stacked(integrator, routing, contexts.clone(), &rows, &groups, &padding, params) {
@@ -446,6 +478,56 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             }
         }
         Ok(all.select(0, index::<B>(&inverse, &device)))
+    }
+
+    /// The rows of `groups` (expert, its rows; non-empty) integrated by the fused host path
+    /// ([`Dispatch::Fused`]) in group order, or `None` where it does not apply (an expert that
+    /// is not GEPS, a solver not of `mixer-ode`, a backend without the fused path).
+    fn rollout_fused(
+        &self,
+        integrator: &dyn Integrator<B>,
+        routing: &Routing<B>,
+        contexts: Tensor<B, 2>,
+        rows: &Rows<'_, B>,
+        groups: &[(usize, Vec<usize>)],
+    ) -> Result<Option<Tensor<B, 3>>, ExpertError>
+    where
+        X: 'static,
+    {
+        let Some(solver) = mixer_ode::HostSolver::from_integrator(integrator) else { return Ok(None) };
+        let Some(geps) = groups.iter().map(|&(k, _)| as_geps::<B, X>(&self.experts[k])).collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let sizes: Vec<usize> = groups.iter().map(|(_, r)| r.len()).collect();
+        let Some(problem) = FusedProblem::new(solver, rows.times, &geps, &sizes) else { return Ok(None) };
+        let device = rows.x0.device();
+        let rates = rows.row_rates(&device);
+        let (mut ctx, mut scale, mut x0) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, rows_k) in groups {
+            let envs_k: Vec<usize> = rows_k.iter().map(|&r| rows.env_of_row[r]).collect();
+            let (env_idx, row_idx) = (index::<B>(&envs_k, &device), index::<B>(rows_k, &device));
+            ctx.push(self.context_slice(contexts.clone(), *k)?.select(0, env_idx.clone()).flatten(0, 1));
+            let w = routing.weights.clone().select(0, env_idx);
+            scale.push(rated(w, rates.clone().map(|r| r.select(0, row_idx.clone()))).flatten(0, 1));
+            x0.push(rows.x0.clone().select(0, row_idx).flatten(0, 1));
+        }
+        let inputs = FusedInputs {
+            theta: Tensor::cat(geps.iter().map(|e| crate::geps_taped::GepsLayout::flat(e)).collect(), 0),
+            ctx: Tensor::cat(ctx, 0),
+            scale: Tensor::cat(scale, 0),
+            x0: Tensor::cat(x0, 0),
+        };
+        debug!(experts = groups.len(), rows = rows.env_of_row.len(), "fused top-1 rollout");
+        match crate::fused::rollout(problem, inputs) {
+            None => Ok(None),
+            Some(Ok(y)) => Ok(Some(y)),
+            Some(Err((g, e))) => {
+                let (k, rows_k) = &groups[g];
+                let envs: Vec<usize> = rows_k.iter().map(|&r| rows.env_of_row[r]).collect();
+                Err(rollout_error(e, Some(*k), &envs))
+            }
+        }
     }
 
     /// The slots of `groups` (expert, its rows; non-empty) and the parameters of each slot's
@@ -640,6 +722,7 @@ mod tests {
 
     /// Three GEPS experts with distinct parameters (and distinct non-zero context shifts).
     fn mixture<B: Backend>(mip: bool, shift: bool, device: &B::Device) -> MixtureOfExperts<B, AnyExpert<B>> {
+        let _rng = crate::tests::rng_lock();
         let experts = (0..3u64)
             .map(|k| {
                 B::seed(device, 20 + k);
@@ -672,7 +755,7 @@ mod tests {
     }
 
     #[test]
-    fn stacked_top1_rollout_equals_the_per_expert_loop() {
+    fn stacked_and_fused_top1_rollouts_equal_the_per_expert_loop() {
         let device = Default::default();
         let rk4 = Rk4 { substeps: 2 };
         for case in Case::all() {
@@ -680,16 +763,24 @@ mod tests {
                 let moe = mixture::<TestBackend>(mip, shift, &device);
                 assert!(moe.stacked(&case.groups).is_some(), "the stacked path is taken");
                 let (ctx, x0, r) = case.problem::<TestBackend>(tensor2(&WEIGHTS, [5, 1], &device), &device);
-                let got = to_vec(moe.rollout_rows(&rk4, &r, ctx.clone(), case.rows(x0.clone())).unwrap());
-                let want =
-                    to_vec(moe.rollout_rows_by(&rk4, &r, ctx, case.rows(x0.clone()), Dispatch::PerExpert).unwrap());
-                let diff = max_diff(&got, &want);
-                assert!(diff < 1e-12, "{} rows, mip {mip} shift {shift}: stacked vs per expert {diff}", case.n());
+                let want = to_vec(
+                    moe.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0.clone()), Dispatch::PerExpert).unwrap(),
+                );
+                for dispatch in [Dispatch::Stacked, Dispatch::Fused] {
+                    let got =
+                        to_vec(moe.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0.clone()), dispatch).unwrap());
+                    let diff = max_diff(&got, &want);
+                    assert!(
+                        diff < 1e-12,
+                        "{} rows, mip {mip} shift {shift}: {dispatch:?} vs per expert {diff}",
+                        case.n()
+                    );
+                }
                 // dropped rows stay at x0, routed rows move
                 let x0 = to_vec(x0);
                 for (row, &e) in case.env_of_row.iter().enumerate() {
                     let (start, end) = (row * 8 + 6, row * 8 + 8);
-                    let moved = max_diff(&got[start..end], &x0[row * 2..row * 2 + 2]);
+                    let moved = max_diff(&want[start..end], &x0[row * 2..row * 2 + 2]);
                     assert_eq!(moved > 1e-3, e != 2, "row {row} of environment {e}: moved by {moved}");
                 }
             }
@@ -791,24 +882,19 @@ mod tests {
     }
 
     #[test]
-    fn stacked_gradients_equal_the_per_expert_loop() {
+    fn stacked_and_fused_gradients_equal_the_per_expert_loop() {
         let device = Default::default();
         let rk4 = Rk4 { substeps: 1 };
         for case in Case::all() {
             for (mip, shift) in [(false, false), (true, true)] {
                 let moe = mixture::<AB>(mip, shift, &device);
                 assert!(moe.stacked(&case.groups).is_some(), "the stacked path is taken");
-                // value, parameter, context and gate-weight gradients of `sum(y * R)`
-                let run = |stacked: bool| {
+                // value, parameter, context, gate-weight and initial-state gradients of `sum(y * R)`
+                let run = |dispatch: Dispatch| {
                     let weights = tensor2::<AB>(&WEIGHTS, [5, 1], &device).require_grad();
                     let (ctx, x0, r) = case.problem::<AB>(weights.clone(), &device);
-                    let ctx = ctx.require_grad();
-                    let y = if stacked {
-                        moe.rollout_rows(&rk4, &r, ctx.clone(), case.rows(x0))
-                    } else {
-                        moe.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0), Dispatch::PerExpert)
-                    }
-                    .unwrap();
+                    let (ctx, x0) = (ctx.require_grad(), x0.require_grad());
+                    let y = moe.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0.clone()), dispatch).unwrap();
                     let factor: Vec<f64> = (0..8 * case.n()).map(|i| 0.5 + 0.01 * (i % 97) as f64).collect();
                     let factor = tensor2::<AB>(&factor, [case.n(), 8], &device).reshape([case.n(), 4, 2]);
                     let grads = (y.clone() * factor).sum().backward();
@@ -816,23 +902,27 @@ mod tests {
                     moe.visit(&mut params);
                     let param_grads: Vec<Vec<f64>> =
                         params.out.into_iter().map(|g| g.expect("every expert has rows")).collect();
-                    (to_vec(y), param_grads, to_vec(ctx.grad(&grads).unwrap()), to_vec(weights.grad(&grads).unwrap()))
+                    let (c, w, x) = (ctx.grad(&grads), weights.grad(&grads), x0.grad(&grads));
+                    (to_vec(y), param_grads, to_vec(c.unwrap()), to_vec(w.unwrap()), to_vec(x.unwrap()))
                 };
-                let (want_y, want_p, want_c, want_w) = run(false);
-                let (got_y, got_p, got_c, got_w) = run(true);
-                let what = format!("{} rows, mip {mip} shift {shift}", case.n());
-                assert!(max_diff(&got_y, &want_y) < 1e-12, "{what}: values");
-                assert_eq!(got_p.len(), want_p.len());
-                assert_eq!(got_p.len(), 3 * (3 * 5 + 2 * 2 + usize::from(shift)), "every parameter has a gradient");
-                for (i, (g, w)) in got_p.iter().zip(&want_p).enumerate() {
-                    assert!(max_diff(g, w) < 1e-10, "{what}: parameter {i}: {}", max_diff(g, w));
-                    assert!(w.iter().any(|v| v.abs() > 1e-8), "{what}: parameter {i} has a non-zero gradient");
+                let (want_y, want_p, want_c, want_w, want_x) = run(Dispatch::PerExpert);
+                for dispatch in [Dispatch::Stacked, Dispatch::Fused] {
+                    let (got_y, got_p, got_c, got_w, got_x) = run(dispatch);
+                    let what = format!("{dispatch:?}, {} rows, mip {mip} shift {shift}", case.n());
+                    assert!(max_diff(&got_y, &want_y) < 1e-12, "{what}: values");
+                    assert_eq!(got_p.len(), want_p.len());
+                    assert_eq!(got_p.len(), 3 * (3 * 5 + 2 * 2 + usize::from(shift)), "every parameter has a gradient");
+                    for (i, (g, w)) in got_p.iter().zip(&want_p).enumerate() {
+                        assert!(max_diff(g, w) < 1e-10, "{what}: parameter {i}: {}", max_diff(g, w));
+                        assert!(w.iter().any(|v| v.abs() > 1e-8), "{what}: parameter {i} has a non-zero gradient");
+                    }
+                    assert!(max_diff(&got_c, &want_c) < 1e-10, "{what}: context gradient");
+                    assert!(max_diff(&got_w, &want_w) < 1e-10, "{what}: gate weight gradient");
+                    assert!(max_diff(&got_x, &want_x) < 1e-10, "{what}: initial-state gradient");
+                    // the dropped environment's context and gate weight get none
+                    assert_eq!(got_c[2 * 6..3 * 6], [0.0; 6]);
+                    assert!(got_w.iter().enumerate().all(|(e, g)| (e == 2) == (*g == 0.0)), "{what}: {got_w:?}");
                 }
-                assert!(max_diff(&got_c, &want_c) < 1e-10, "{what}: context gradient");
-                assert!(max_diff(&got_w, &want_w) < 1e-10, "{what}: gate weight gradient");
-                // the dropped environment's context and gate weight get none
-                assert_eq!(got_c[2 * 6..3 * 6], [0.0; 6]);
-                assert!(got_w.iter().enumerate().all(|(e, g)| (e == 2) == (*g == 0.0)), "{what}: {got_w:?}");
             }
         }
     }
@@ -858,7 +948,7 @@ mod tests {
         let (ctx, x0, r) = case.problem::<TestBackend>(tensor2(&WEIGHTS, [5, 1], &device), &device);
         for stacked in [true, false] {
             let got = if stacked {
-                moe.rollout_rows(&Failing, &r, ctx.clone(), case.rows(x0.clone()))
+                moe.rollout_rows_by(&Failing, &r, ctx.clone(), case.rows(x0.clone()), Dispatch::Stacked)
             } else {
                 moe.rollout_rows_by(&Failing, &r, ctx.clone(), case.rows(x0.clone()), Dispatch::PerExpert)
             };
@@ -866,6 +956,46 @@ mod tests {
                 Err(ExpertError::Rollout { expert: Some(0), envs, .. }) => assert_eq!(envs, [1], "stacked {stacked}"),
                 other => panic!("expected a rollout error of expert 0, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn fused_values_and_gradients_do_not_depend_on_the_thread_count() {
+        let device = Default::default();
+        let moe = mixture::<AB>(true, true, &device);
+        let [_, case] = Case::all();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let (ctx, x0, r) = case.problem::<AB>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+                let ctx = ctx.require_grad();
+                let y = moe.rollout_rows_by(&Rk4 { substeps: 2 }, &r, ctx.clone(), case.rows(x0), Dispatch::Fused);
+                let y = y.unwrap();
+                let grads = (y.clone() * y.clone()).sum().backward();
+                let mut params = ParamGrads { grads: &grads, out: Vec::new() };
+                moe.visit(&mut params);
+                (to_vec(y), params.out, to_vec(ctx.grad(&grads).unwrap()))
+            })
+        };
+        assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn a_diverging_fused_rollout_names_its_expert_and_environments() {
+        let device = Default::default();
+        let moe = mixture::<AB>(false, true, &device);
+        let [case, _] = Case::all();
+        let (ctx, x0, r) = case.problem::<AB>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+        // environment 4 (expert 1) gets a NaN context: its rows stop being finite at the first output time
+        let mut values = to_vec(ctx);
+        values[4 * 6 + 2] = f64::NAN;
+        let ctx = tensor2::<AB>(&values, [5, 6], &device);
+        match moe.rollout_rows_by(&Rk4 { substeps: 1 }, &r, ctx, case.rows(x0), Dispatch::Fused) {
+            Err(ExpertError::Rollout { expert: Some(1), envs, source }) => {
+                assert_eq!(envs, [4]);
+                assert!(matches!(source, Error::NonFiniteState { t } if t == TIMES[1]), "{source}");
+            }
+            other => panic!("expected a rollout error of expert 1, got {other:?}"),
         }
     }
 

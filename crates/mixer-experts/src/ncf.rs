@@ -142,6 +142,7 @@ mod tests {
         assert_eq!(geometric_widths(3, 3, 1), vec![3, 3]);
         let device = Default::default();
         let cfg = NcfConfig { dim: 2, context: 4, width: 16, depth: 3, intermediate: 16, branch_depth: 2 };
+        let _rng = crate::tests::rng_lock();
         let e = cfg.init::<TestBackend>(&device).unwrap();
         assert_eq!(e.context_branch.iter().map(|l| l.weight.dims()).collect::<Vec<_>>(), vec![[4, 8], [8, 16]]);
         assert_eq!(e.state_branch.iter().map(|l| l.weight.dims()).collect::<Vec<_>>(), vec![[2, 6], [6, 16]]);

@@ -179,6 +179,7 @@ mod tests {
     #[test]
     fn recurrence_matches_a_hand_written_loop() {
         let device = Default::default();
+        let _rng = crate::tests::rng_lock();
         TestBackend::seed(&device, 11);
         let (m, l, c, n, t) = (2, 3, 2, 2, 4);
         for floor in [0.1, 0.9] {

@@ -290,6 +290,7 @@ mod tests {
     #[test]
     fn bound_layers_equal_low_rank_linear_and_swish() {
         let device = Default::default();
+        let _rng = crate::tests::rng_lock();
         TestBackend::seed(&device, 5);
         let e = GepsConfig { dim: 3, context: 2, width: 5, depth: 2, context_shift: false, mip: false }
             .init::<TestBackend>(&device)
@@ -309,6 +310,7 @@ mod tests {
     #[test]
     fn a_stack_evaluates_each_expert_on_its_rows() {
         let device = Default::default();
+        let _rng = crate::tests::rng_lock();
         let experts: Vec<GepsExpert<TestBackend>> = (0..2)
             .map(|s| {
                 TestBackend::seed(&device, 10 + s);

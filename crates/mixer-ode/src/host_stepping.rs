@@ -6,6 +6,9 @@ use mixer_core::{Error, HostField, HostFloat, Result, check_times};
 
 use crate::tableau::Tableau;
 
+/// `eval(stage, t, y, out)`: writes a stage derivative.
+pub(crate) type StageEval<'a, T> = dyn FnMut(usize, f64, &[T], &mut [T]) + 'a;
+
 /// Stage buffers of one explicit RK method for a state of `n` values.
 pub(crate) struct Stages<T> {
     /// Stage derivatives `k_i`, `[n]` each.
@@ -22,11 +25,11 @@ impl<T: HostFloat> Stages<T> {
         Self { k: vec![vec![T::ZERO; n]; tab.stages()], stage_y: vec![T::ZERO; n], incr: vec![T::ZERO; n] }
     }
 
-    /// The stages of one step from `(t, y)` with step `h`; `k[0]` is evaluated unless
-    /// `k1_given` (first same as last).
-    pub fn step(&mut self, tab: &Tableau, field: &mut dyn HostField<T>, t: f64, y: &[T], h: f64, k1_given: bool) {
+    /// The stages of one step from `(t, y)` with step `h`, stage `i` evaluated by
+    /// `eval(i, t_i, y_i, k_i)`; `k[0]` is evaluated unless `k1_given` (first same as last).
+    pub fn step(&mut self, tab: &Tableau, eval: &mut StageEval<'_, T>, t: f64, y: &[T], h: f64, k1_given: bool) {
         if !k1_given {
-            field.eval(t, y, &mut self.k[0]);
+            eval(0, t, y, &mut self.k[0]);
         }
         for i in 1..tab.stages() {
             let (done, rest) = self.k.split_at_mut(i);
@@ -34,9 +37,9 @@ impl<T: HostFloat> Stages<T> {
                 for ((s, &yv), &d) in self.stage_y.iter_mut().zip(y).zip(&self.incr) {
                     *s = yv + d;
                 }
-                field.eval(t + tab.c[i] * h, &self.stage_y, &mut rest[0]);
+                eval(i, t + tab.c[i] * h, &self.stage_y, &mut rest[0]);
             } else {
-                field.eval(t + tab.c[i] * h, y, &mut rest[0]);
+                eval(i, t + tab.c[i] * h, y, &mut rest[0]);
             }
         }
     }
@@ -130,7 +133,7 @@ pub(crate) fn integrate_fixed<T: HostFloat>(
         let h = (w[1] - w[0]) / substeps as f64;
         for s in 0..substeps {
             let t = w[0] + s as f64 * h;
-            st.step(tab, field, t, &y, h, false);
+            st.step(tab, &mut |_, t, x, out| field.eval(t, x, out), t, &y, h, false);
             combine(&tab.b, &st.k, h, &mut st.incr);
             for (yv, &d) in y.iter_mut().zip(&st.incr) {
                 *yv += d;

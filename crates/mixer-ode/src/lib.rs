@@ -31,6 +31,7 @@
 //! ```
 
 mod config;
+mod host_adjoint;
 mod host_solver;
 mod host_stepping;
 mod host_tsit5;
@@ -40,9 +41,10 @@ mod tableau;
 mod tsit5;
 
 pub use config::SolverConfig;
+pub use host_adjoint::{RolloutTape, TapedRollout, pull_back};
 pub use host_solver::HostSolver;
 pub use mixer_core::anchor::{anchor_module, anchor_tensor};
-pub use mixer_core::{HostField, HostFloat};
+pub use mixer_core::{HostField, HostFloat, TapedField};
 pub use reference::{FnSystem, OdeSystem, ReferenceMethod, ReferenceSolver};
 pub use runge_kutta::{Euler, FixedTsit5, Rk4};
 pub use tableau::Tableau;

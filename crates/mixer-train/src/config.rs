@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use mixer_core::Error;
-use mixer_experts::ExpertConfig;
+use mixer_experts::{Dispatch, ExpertConfig};
 use mixer_ode::SolverConfig;
 use mixer_routers::{RouterConfig, RouterShape};
 
@@ -35,6 +35,10 @@ pub struct ModelConfig {
     pub context_dim: usize,
     /// The expert network (its context size is set from `context_dim`).
     pub expert: ExpertConfig,
+    /// How routings are integrated: `fused` (default; the host path with its own backward
+    /// pass where it applies), `stacked`, `per-expert` or `dense` (the tensor paths).
+    #[serde(default)]
+    pub rollout: Dispatch,
 }
 
 /// The alternating proximal meta-training loop (MixER, Nzoyem et al. 2025).

@@ -130,9 +130,8 @@ impl Problem<'_> {
             let ctx: Vec<f64> =
                 g.env_of_row.iter().flat_map(|&e| &self.contexts[e * self.d_xi + offset..][..c]).copied().collect();
             let rate: Vec<f64> = g.env_of_row.iter().map(|&e| self.rate[e]).collect();
-            let mut field = expert.bind(&ctx, Some(&rate))?;
             let x0: Vec<T> = g.x0.iter().map(|&v| T::from_f64(v)).collect();
-            let pred = match self.solver.integrate(field.as_mut(), &x0, &g.times) {
+            let pred = match expert.integrate(&self.solver, &ctx, Some(&rate), &x0, &g.times)? {
                 Ok(p) => p,
                 Err(err) => {
                     debug!(expert = k, error = %err, "host rollout failed in gate refit; loss set to infinity");

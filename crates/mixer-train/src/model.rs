@@ -44,7 +44,8 @@ impl<B: Backend> MixerModel<B> {
     ) -> Result<Self, TrainError> {
         B::seed(device, seeds.stream_seed("init"));
         let m = &config.model;
-        let moe = MixtureOfExperts::init(&m.expert, dim, config.expert_context_dim(), m.experts, device)?;
+        let moe = MixtureOfExperts::init(&m.expert, dim, config.expert_context_dim(), m.experts, device)?
+            .with_dispatch(m.rollout);
         let contexts = ContextTable::zeros(envs, m.context_dim, device);
         let gate = config.router.build(config.router_shape(), &mut seeds.stream("gate-init"), device)?;
         Ok(Self { contexts, theta: Theta { moe, gate } })

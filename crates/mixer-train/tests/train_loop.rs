@@ -52,7 +52,12 @@ fn train_params() -> Vec<(usize, f64)> {
 
 fn config(outer: usize) -> RunConfig {
     RunConfig {
-        model: ModelConfig { experts: 2, context_dim: 4, expert: ExpertConfig::Geps { width: 16, depth: 2 } },
+        model: ModelConfig {
+            experts: 2,
+            context_dim: 4,
+            expert: ExpertConfig::Geps { width: 16, depth: 2 },
+            rollout: Default::default(),
+        },
         router: RouterConfig::KmeansLs(KMeansSettings {
             max_kmeans: 20,
             tol: 1e-4,
