@@ -35,6 +35,11 @@ pub(crate) struct FusedProblem {
     dim: usize,
     /// Per expert with rows: its layout and number of rows.
     groups: Vec<(GepsLayout, usize)>,
+    /// Where each group starts in the flat parameters, the context values and the rows
+    /// (one more entry at the end: the totals).
+    theta_at: Vec<usize>,
+    ctx_at: Vec<usize>,
+    row_at: Vec<usize>,
 }
 
 /// Offsets of each group's block in a flat vector whose group `g` holds `size(g)` values.
@@ -55,24 +60,15 @@ impl FusedProblem {
         rows: &[usize],
     ) -> Option<Self> {
         let dim = experts.first()?.layers[0].weight.dims()[1];
-        let groups = experts.iter().zip(rows).map(|(e, &n)| (GepsLayout::of(e), n)).collect();
-        Some(Self { solver, times: times.to_vec(), dim, groups })
-    }
-
-    fn theta_at(&self) -> Vec<usize> {
-        offsets(self.groups.iter().map(|(l, _)| l.len()))
-    }
-
-    fn ctx_at(&self) -> Vec<usize> {
-        offsets(self.groups.iter().map(|(l, n)| n * l.context_len()))
-    }
-
-    fn row_at(&self) -> Vec<usize> {
-        offsets(self.groups.iter().map(|&(_, n)| n))
+        let groups: Vec<(GepsLayout, usize)> = experts.iter().zip(rows).map(|(e, &n)| (GepsLayout::of(e), n)).collect();
+        let theta_at = offsets(groups.iter().map(|(l, _)| l.len()));
+        let ctx_at = offsets(groups.iter().map(|(l, n)| n * l.context_len()));
+        let row_at = offsets(groups.iter().map(|&(_, n)| n));
+        Some(Self { solver, times: times.to_vec(), dim, groups, theta_at, ctx_at, row_at })
     }
 
     fn rows(&self) -> usize {
-        self.groups.iter().map(|&(_, n)| n).sum()
+        self.row_at[self.groups.len()]
     }
 }
 
@@ -88,7 +84,7 @@ struct Inputs<T> {
 
 /// Group `g` of `inputs` bound as a taped field, and its initial states.
 fn bind<'a, T: HostKernel>(p: &'a FusedProblem, inputs: &'a Inputs<T>, g: usize) -> (TapedGeps<'a, T>, &'a [T]) {
-    let (theta_at, ctx_at, row_at) = (p.theta_at(), p.ctx_at(), p.row_at());
+    let (theta_at, ctx_at, row_at) = (&p.theta_at, &p.ctx_at, &p.row_at);
     let layout = &p.groups[g].0;
     let field = TapedGeps::bind(
         layout,
@@ -144,15 +140,17 @@ impl<T> core::fmt::Debug for Saved<T> {
     }
 }
 
-/// Gradients of every input, group by group: `(theta, ctx, scale, x0)`.
+/// Gradients of every input, group by group: `(theta, ctx, scale, x0)`; the parameters' only
+/// when `params` (else left zero: frozen experts skip their share of the backward pass).
 #[allow(clippy::type_complexity)]
-fn backward_in<T: HostKernel>(saved: &Saved<T>, y_bar: &[T]) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>) {
+fn backward_in<T: HostKernel>(saved: &Saved<T>, y_bar: &[T], params: bool) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>) {
     let p = &saved.problem;
-    let (row_at, steps) = (p.row_at(), p.times.len());
+    let (row_at, steps) = (&p.row_at, p.times.len());
     let parts: Vec<_> = (0..p.groups.len())
         .into_par_iter()
         .map(|g| {
-            let (mut field, _) = bind(p, &saved.inputs, g);
+            let (field, _) = bind(p, &saved.inputs, g);
+            let mut field = if params { field } else { field.without_param_grads() };
             let tape = saved.tapes[g].as_ref().expect("a taped forward pass");
             let span = row_at[g] * steps * p.dim..row_at[g + 1] * steps * p.dim;
             let x0 = pull_back(tape, &mut field, &y_bar[span]);
@@ -183,7 +181,7 @@ trait FusedFloat: HostKernel + Element {
 
     /// [`backward_in`] in this type.
     #[allow(clippy::type_complexity)]
-    fn backward(saved: &Saved<Self>, y_bar: &[Self]) -> (Vec<Self>, Vec<Self>, Vec<Self>, Vec<Self>);
+    fn backward(saved: &Saved<Self>, y_bar: &[Self], params: bool) -> (Vec<Self>, Vec<Self>, Vec<Self>, Vec<Self>);
 }
 
 macro_rules! fused_float {
@@ -197,8 +195,12 @@ macro_rules! fused_float {
                 forward_in(p, inputs, taped)
             }
 
-            fn backward(saved: &Saved<Self>, y_bar: &[Self]) -> (Vec<Self>, Vec<Self>, Vec<Self>, Vec<Self>) {
-                backward_in(saved, y_bar)
+            fn backward(
+                saved: &Saved<Self>,
+                y_bar: &[Self],
+                params: bool,
+            ) -> (Vec<Self>, Vec<Self>, Vec<Self>, Vec<Self>) {
+                backward_in(saved, y_bar, params)
             }
         }
     };
@@ -232,7 +234,9 @@ impl<I: Backend, T: FusedFloat> Backward<I, 4> for FusedBackward<T> {
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let y_bar = grads.consume::<I>(&ops.node);
         let device = I::float_device(&y_bar);
-        let (theta, ctx, scale, x0) = T::backward(&ops.state, &host::<I, T>(y_bar));
+        // the first parent, the experts' parameters, is untracked when they are frozen
+        let params = ops.parents[0].is_some();
+        let (theta, ctx, scale, x0) = T::backward(&ops.state, &host::<I, T>(y_bar), params);
         for (node, g) in ops.parents.iter().zip([theta, ctx, scale, x0]) {
             if let Some(node) = node {
                 let n = g.len();

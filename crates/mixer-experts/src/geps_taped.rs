@@ -155,6 +155,9 @@ pub(crate) struct TapedGeps<'a, T> {
     transposed: Vec<[Vec<T>; 3]>,
     /// Scale of every row (gate weight times time rate).
     scale: Vec<T>,
+    /// Whether the pull-backs accumulate the parameters' gradients (not when the parameters
+    /// are frozen: context steps, adaptation).
+    param_grads: bool,
     /// Gradient of the flat parameters.
     grad: Vec<T>,
     grad_bias_rows: Vec<Vec<T>>,
@@ -245,6 +248,7 @@ impl<'a, T: HostKernel> TapedGeps<'a, T> {
             beta_rows,
             transposed,
             scale: scale.to_vec(),
+            param_grads: true,
             grad: vec![T::ZERO; layout.len],
             grad_enc: vec![T::ZERO; rows * r],
             grad_scale: vec![T::ZERO; rows],
@@ -253,6 +257,13 @@ impl<'a, T: HostKernel> TapedGeps<'a, T> {
             gh: vec![T::ZERO; rows * width],
             gv: vec![T::ZERO; rows * r],
         }
+    }
+
+    /// The same field, its pull-backs leaving the parameters' gradients out (they stay zero);
+    /// contexts, scales and states still get theirs.
+    pub(crate) fn without_param_grads(mut self) -> Self {
+        self.param_grads = false;
+        self
     }
 
     /// Takes the accumulated per-row gradients back through the binding and returns every
@@ -267,14 +278,18 @@ impl<'a, T: HostKernel> TapedGeps<'a, T> {
             .chain(self.layout.swishes.iter().map(|s| (s.units, s.beta, s.a_beta)).zip(&self.grad_beta_rows))
             .collect();
         for ((units, root, factor), g) in terms {
-            for row in g.chunks_exact(units) {
-                for (acc, &v) in self.grad[root..root + units].iter_mut().zip(row) {
-                    *acc += v;
+            if self.param_grads {
+                for row in g.chunks_exact(units) {
+                    for (acc, &v) in self.grad[root..root + units].iter_mut().zip(row) {
+                        *acc += v;
+                    }
                 }
             }
             if let Some(f) = factor {
+                if self.param_grads {
+                    gemm(MatRef::transposed(g, units, rows), enc, T::ONE, &mut self.grad[f..f + units * r]);
+                }
                 let g_rows = MatRef::row_major(g, rows, units);
-                gemm(MatRef::transposed(g, units, rows), enc, T::ONE, &mut self.grad[f..f + units * r]);
                 gemm(g_rows, MatRef::row_major(&self.theta[f..f + units * r], units, r), T::ONE, &mut self.grad_enc);
             }
         }
@@ -296,7 +311,7 @@ impl<'a, T: HostKernel> TapedGeps<'a, T> {
         } else {
             self.grad_enc
         };
-        if let Some(at) = self.layout.shift {
+        if let Some(at) = self.layout.shift.filter(|_| self.param_grads) {
             let mut s = T::ZERO;
             for &v in &context {
                 s += v;
@@ -394,12 +409,15 @@ impl<T: HostKernel> TapedField<T> for TapedGeps<'_, T> {
             for (acc, &v) in self.grad_bias_rows[l].iter_mut().zip(&self.gz[..rows * out]) {
                 *acc += v;
             }
-            gemm(gz_t, h, T::ONE, &mut self.grad[at.weight..at.weight + out * input]);
-            // v = u ⊙ enc; dA += gz^T v, gv = gz A
-            for ((v, &uv), &e) in self.v.iter_mut().zip(&tape.u[l]).zip(&self.enc) {
-                *v = uv * e;
+            if self.param_grads {
+                gemm(gz_t, h, T::ONE, &mut self.grad[at.weight..at.weight + out * input]);
+                // v = u ⊙ enc; dA += gz^T v
+                for ((v, &uv), &e) in self.v.iter_mut().zip(&tape.u[l]).zip(&self.enc) {
+                    *v = uv * e;
+                }
+                gemm(gz_t, MatRef::row_major(&self.v, rows, r), T::ONE, &mut self.grad[at.a..at.a + out * r]);
             }
-            gemm(gz_t, MatRef::row_major(&self.v, rows, r), T::ONE, &mut self.grad[at.a..at.a + out * r]);
+            // gv = gz A
             gemm(gz, MatRef::row_major(block(theta, at.a, out, r), out, r), T::ZERO, &mut self.gv);
             // d enc += gv ⊙ u; gu = gv ⊙ enc (in place)
             for (((ge, gv), &uv), &e) in self.grad_enc.iter_mut().zip(self.gv.iter_mut()).zip(&tape.u[l]).zip(&self.enc)
@@ -408,7 +426,9 @@ impl<T: HostKernel> TapedField<T> for TapedGeps<'_, T> {
                 *gv *= e;
             }
             let gu = MatRef::row_major(&self.gv, rows, r);
-            gemm(MatRef::transposed(&self.gv, r, rows), h, T::ONE, &mut self.grad[at.b..at.b + r * input]);
+            if self.param_grads {
+                gemm(MatRef::transposed(&self.gv, r, rows), h, T::ONE, &mut self.grad[at.b..at.b + r * input]);
+            }
             // gh = gz W0 + gu B
             let gh: &mut [T] = if l == 0 { &mut *x_bar } else { &mut self.gh[..rows * input] };
             gemm(gz, MatRef::row_major(block(theta, at.weight, out, input), out, input), T::ZERO, gh);

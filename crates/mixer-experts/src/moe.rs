@@ -923,6 +923,16 @@ mod tests {
                     assert_eq!(got_c[2 * 6..3 * 6], [0.0; 6]);
                     assert!(got_w.iter().enumerate().all(|(e, g)| (e == 2) == (*g == 0.0)), "{what}: {got_w:?}");
                 }
+                // frozen experts (context steps, adaptation): the fused pass leaves the parameters
+                // out and gives the contexts the same gradient
+                let frozen = moe.clone().no_grad();
+                let (ctx, x0, r) = case.problem::<AB>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+                let ctx = ctx.require_grad();
+                let y = frozen.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0), Dispatch::Fused).unwrap();
+                let factor: Vec<f64> = (0..8 * case.n()).map(|i| 0.5 + 0.01 * (i % 97) as f64).collect();
+                let factor = tensor2::<AB>(&factor, [case.n(), 8], &device).reshape([case.n(), 4, 2]);
+                let got_c = to_vec(ctx.grad(&(y * factor).sum().backward()).unwrap());
+                assert!(max_diff(&got_c, &want_c) < 1e-10, "frozen experts, mip {mip}: context gradient");
             }
         }
     }
