@@ -164,6 +164,8 @@ pub(crate) struct TapedGeps<'a, T> {
     grad_beta_rows: Vec<Vec<T>>,
     grad_enc: Vec<T>,
     grad_scale: Vec<T>,
+    /// The tape of untaped evaluations.
+    scratch: GepsTape<T>,
     /// Scratch: `(u ⊙ enc)` and cotangents.
     v: Vec<T>,
     gz: Vec<T>,
@@ -252,6 +254,7 @@ impl<'a, T: HostKernel> TapedGeps<'a, T> {
             grad: vec![T::ZERO; layout.len],
             grad_enc: vec![T::ZERO; rows * r],
             grad_scale: vec![T::ZERO; rows],
+            scratch: GepsTape::default(),
             v: vec![T::ZERO; rows * r],
             gz: vec![T::ZERO; rows * width],
             gh: vec![T::ZERO; rows * width],
@@ -331,9 +334,11 @@ impl<T: HostKernel> HostField<T> for TapedGeps<'_, T> {
         self.rows
     }
 
+    /// An untaped evaluation records into one scratch tape, reused (no allocation per step).
     fn eval(&mut self, t: f64, x: &[T], out: &mut [T]) {
-        let mut tape = self.new_tape();
+        let mut tape = std::mem::take(&mut self.scratch);
         self.eval_taped(t, x, out, &mut tape);
+        self.scratch = tape;
     }
 }
 
