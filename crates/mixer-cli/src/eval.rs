@@ -18,6 +18,9 @@ pub struct EvalArgs {
     /// Device: cpu, flex, ndarray or cuda.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// Field runs: steps of the scored free-running rollout.
+    #[arg(long, default_value_t = 100)]
+    rollout_steps: usize,
 }
 
 struct Job {
@@ -55,6 +58,9 @@ impl BackendJob for Job {
 
 /// Runs `mixer eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if mixer_train::is_field_run(&args.run) {
+        return crate::field::eval(args.run, &args.data, args.rollout_steps, args.device);
+    }
     let config = read_run_config(&args.run)?;
     let data = RunData::load(&args.data, config.data.subsample)?;
     let device = args.device;

@@ -1,15 +1,16 @@
-//! `mixer inspect`: splits, shapes, environments and parameters of a dataset folder.
+//! `mixer inspect`: splits, shapes, environments and parameters of a dataset folder, or the
+//! splits, grid and regions of a field dataset folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use mixer_core::{Split, TimeGrid};
-use mixer_data::load_dir;
+use mixer_data::{is_field_dir, load_dir, load_field_dir, region_cells};
 
 /// Arguments of `mixer inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Dataset folder (published layout).
+    /// Dataset folder (published layout) or field dataset folder (fields.toml).
     dir: PathBuf,
     /// Print every environment's parameters (default: the first 20 per split).
     #[arg(long)]
@@ -18,6 +19,9 @@ pub struct InspectArgs {
 
 /// Runs `mixer inspect`.
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    if is_field_dir(&args.dir) {
+        return inspect_fields(&args.dir);
+    }
     let d = load_dir(&args.dir)?;
     println!("{}", args.dir.display());
     if let Some(m) = &d.manifest {
@@ -71,6 +75,47 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                 println!("  ... {} more (--all)", info.environments.len() - limit);
             }
         }
+    }
+    Ok(())
+}
+
+/// Prints a field dataset folder: settings, each split's shape and value range, the regions.
+fn inspect_fields(dir: &Path) -> anyhow::Result<()> {
+    let d = load_field_dir(dir)?;
+    let m = &d.manifest;
+    println!("{}", dir.display());
+    println!("fields {} — {}", m.name, m.description);
+    let (h, w) = d.train.grid();
+    println!(
+        "grid {h}x{w}, {} channel(s), {} frames, dt {}, seed {}",
+        d.train.channels(),
+        d.train.frames(),
+        d.train.dt,
+        m.seed
+    );
+    for p in &m.parameters {
+        let values: Vec<String> = p.values.iter().map(|v| format!("{v}")).collect();
+        println!("parameter {} = {}", p.name, values.join(", "));
+    }
+    for (name, set) in d.splits() {
+        let (lo, hi) = set.fields.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        let (r, k, hh, ww, c) = set.fields.dim();
+        println!("{name:<6} fields [runs {r}, frames {k}, H {hh}, W {ww}, C {c}] values in [{lo:.4}, {hi:.4}]");
+    }
+    match &d.regions {
+        Some(map) => {
+            let cells = region_cells(map);
+            let source = m.region_source.as_deref().unwrap_or("supplied");
+            println!("regions {} ({source})", cells.len());
+            for (r, n) in cells.iter().enumerate() {
+                let share = 100.0 * *n as f64 / map.len() as f64;
+                match m.diffusivity.get(r) {
+                    Some(dr) => println!("  region {r}: {n} cells ({share:.1} %), diffusivity {dr}"),
+                    None => println!("  region {r}: {n} cells ({share:.1} %)"),
+                }
+            }
+        }
+        None => println!("regions none"),
     }
     Ok(())
 }

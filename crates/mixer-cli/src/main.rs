@@ -1,7 +1,8 @@
-//! `mixer`: generate, inspect and plot multi-environment datasets; train, adapt and evaluate models.
+//! `mixer`: generate, inspect and plot multi-environment and field datasets; train, adapt and evaluate models.
 
 mod adapt;
 mod eval;
+mod field;
 mod generate;
 mod inspect;
 mod plot;
@@ -19,11 +20,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate the four splits and dataset.toml of a built-in system or a system file.
+    /// Generate the four splits and dataset.toml of a built-in system or a system file (or heat-regions fields).
     Generate(generate::GenerateArgs),
-    /// Print the splits, shapes, environments and parameters of a dataset folder.
+    /// Print the splits, shapes, environments and parameters of a dataset folder (or a field folder's regions).
     Inspect(inspect::InspectArgs),
-    /// Draw trajectories and phase portraits of a dataset folder into a PNG.
+    /// Draw trajectories and phase portraits of a dataset folder (or a field folder's frames) into a PNG.
     Plot(plot::PlotArgs),
     /// Meta-train a model on a data folder (resumes an existing run folder).
     Train(train::TrainArgs),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use mixer_experiments::{BackendJob, DeviceChoice, Experiment, Profile, RunData, dispatch, train_run};
+use mixer_experiments::{BackendJob, DeviceChoice, Experiment, FieldExperiment, Profile, RunData, dispatch, train_run};
 
 /// Arguments of `mixer train`.
 #[derive(Args, Debug)]
@@ -28,6 +28,9 @@ pub struct TrainArgs {
     /// Device: cpu, flex, ndarray or cuda.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// Field experiments: the model to train (smoe, cnn, coord-conv, lcn; default: the configured one).
+    #[arg(long)]
+    variant: Option<String>,
 }
 
 struct Job {
@@ -57,6 +60,21 @@ impl BackendJob for Job {
 
 /// Runs `mixer train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
+    if FieldExperiment::is_field_text(&text) {
+        return crate::field::train(
+            &args.config,
+            &args.data,
+            args.out,
+            args.profile,
+            args.seed,
+            args.variant,
+            args.device,
+        );
+    }
+    if let Some(v) = &args.variant {
+        anyhow::bail!("--variant {v}: only field experiments (kind = \"field\") have variants to pick from here");
+    }
     let experiment = Experiment::load(&args.config, args.profile)?;
     let data = RunData::load(&args.data, experiment.run.data.subsample)
         .with_context(|| format!("reading data folder {}", args.data.display()))?;

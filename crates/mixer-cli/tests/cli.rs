@@ -135,3 +135,59 @@ fn log_lines_to_a_pipe_carry_no_colour_codes() {
     assert!(err.contains("generating split"), "info lines reach stderr: {err}");
     assert!(!err.contains("\x1b["), "ANSI escape codes in piped stderr: {err:?}");
 }
+
+#[test]
+fn heat_regions_generate_inspect_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("heat");
+    let gen_args = ["generate", "--system", "heat-regions", "--runs", "2", "--frames", "7"];
+    let out = mixer(&[&gen_args[..], &["--size", "12", "--out", path(&data), "--seed", "3"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["train.npz", "val.npz", "test.npz", "regions.npy", "fields.toml"] {
+        assert!(data.join(f).is_file(), "{f}");
+    }
+    let out = mixer(&["inspect", path(&data)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("grid 12x12, 1 channel(s), 7 frames"), "{text}");
+    assert!(text.contains("train  fields [runs 2, frames 7, H 12, W 12, C 1]"), "{text}");
+    assert!(text.contains("regions 3 (grown (seed 3))"), "{text}");
+    let cells: usize = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("region "))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(cells, 144, "{text}");
+    assert!(text.contains("diffusivity 0.25"), "{text}");
+    let png = dir.path().join("heat.png");
+    let out = mixer(&["plot", path(&data), "--out", path(&png)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    // a supplied map must match the grid; heat-regions settings are refused for other systems
+    let map = data.join("regions.npy");
+    let out = mixer(
+        &[&gen_args[..], &["--size", "10", "--regions", path(&map), "--out", path(&dir.path().join("x"))]].concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("region map is [12, 12] cells but the grid is [10, 10]"), "{err}");
+    let out = mixer(&["generate", "--system", "lotka-volterra", "--runs", "2", "--out", path(&dir.path().join("y"))]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("heat-regions only"));
+    let out = mixer(&["generate", "--list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("heat-regions"));
+    // train a baseline of the shipped field experiment on the folder, then score it
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../experiments/heat_regions.toml");
+    let run = dir.path().join("run");
+    let out = mixer(&["train", "--config", config, "--data", path(&data), "--out", path(&run), "--variant", "lcn"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("trained lcn for 2000 steps"), "{text}");
+    let out = mixer(&["eval", "--run", path(&run), "--data", path(&data), "--rollout-steps", "4"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("model          lcn") && text.contains("rollout MSE") && !text.contains("gate "), "{text}");
+    for f in ["metrics.json", "maps.png", "rollout.png"] {
+        assert!(run.join(f).is_file(), "{f}");
+    }
+    let out = mixer(&["train", "--config", config, "--data", path(&data), "--out", path(&run), "--variant", "unet"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field model `unet`"));
+}

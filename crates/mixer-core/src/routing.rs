@@ -55,6 +55,8 @@ pub enum AuxKind {
     ZLoss,
     /// Variance of importance around its ideal (MoE-POT), normalised by the ideal squared.
     VarianceBalance,
+    /// Batch spread of each expert's spatial scores, averaged over locations (spatial MoE).
+    SpatialAgreement,
 }
 
 /// An auxiliary loss term: the trainer adds `coefficient * value`.

@@ -107,6 +107,66 @@ pub enum DataError {
         /// The solver's error.
         source: mixer_ode::OdeError,
     },
+    /// A region map does not have the shape of the grid it labels.
+    #[error("region map is {found:?} cells but the grid is {grid:?}")]
+    RegionShape {
+        /// The grid, `[rows, cols]`.
+        grid: [usize; 2],
+        /// The map's shape, `[rows, cols]`.
+        found: [usize; 2],
+    },
+    /// A region map labels more regions than there are diffusivity values.
+    #[error("region map has {regions} regions but only {values} diffusivity values are given")]
+    TooManyRegions {
+        /// Regions in the map (largest label plus one).
+        regions: usize,
+        /// Diffusivity values available.
+        values: usize,
+    },
+    /// A region map file holds a label that is not a region index.
+    #[error("{path}: region label {label} at flat index {index} is not a region index (0, 1, 2, ...)")]
+    BadRegionLabel {
+        /// The file.
+        path: PathBuf,
+        /// The offending label.
+        label: i64,
+        /// Its position in the map, row-major.
+        index: usize,
+    },
+    /// A field set holds NaN or infinity.
+    #[error("{what}: non-finite field value at run {run}, frame {frame} (flat index {index})")]
+    NonFiniteField {
+        /// The file or split concerned.
+        what: String,
+        /// Run of the first bad value.
+        run: usize,
+        /// Frame of the first bad value.
+        frame: usize,
+        /// Position of the first bad value, row-major.
+        index: usize,
+    },
+    /// A grid is too small for the 5-point stencil.
+    #[error("grid {rows}x{cols} is too small: the 5-point stencil needs at least 3 cells per side")]
+    GridTooSmall {
+        /// Rows of the grid.
+        rows: usize,
+        /// Columns of the grid.
+        cols: usize,
+    },
+    /// A field trajectory has fewer than two frames.
+    #[error("{frames} frames per run: a field trajectory needs at least 2 (the initial field and one step)")]
+    TooFewFrames {
+        /// Frames found or asked for.
+        frames: usize,
+    },
+    /// A file a field dataset folder needs is not there.
+    #[error("{path}: missing {what}")]
+    MissingFile {
+        /// The file looked for.
+        path: PathBuf,
+        /// What it should hold.
+        what: String,
+    },
 }
 
 impl DataError {

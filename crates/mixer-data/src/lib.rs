@@ -12,6 +12,10 @@
 //! - **Folders** ([`load_dir`], [`load_split`], [`DatasetDir::write`]) in the published layout:
 //!   `X: [envs, trajs, steps, dim]` (or `[families, envs, trajs, steps, dim]`) and `t`, plus
 //!   `dataset.toml`; [`subsample`], [`random_window`] and [`crop`] for training.
+//! - **Field datasets** ([`FieldDir`], [`load_field_dir`]): gridded trajectories
+//!   `[runs, frames, H, W, channels]` per split (`train`, `val`, `test`), an optional region map
+//!   and `fields.toml`; the heat-regions benchmark ([`generate_heat_regions`], Dryden & Hoefler,
+//!   2022) and reaction–diffusion datasets reshaped to fields ([`field_set_from_grid_dataset`]).
 //!
 //! ```
 //! use mixer_data::{DatasetSpec, GenerateOptions, generate};
@@ -30,7 +34,9 @@ mod dataset_spec;
 mod dir;
 mod equations;
 mod error;
+mod field;
 mod generate;
+mod heat_regions;
 mod io;
 mod manifest;
 mod sampling;
@@ -41,7 +47,16 @@ pub use dataset_spec::{DatasetSpec, builtin_names, builtin_system, builtin_text}
 pub use dir::{DatasetDir, load_dir, load_split, split_file_names};
 pub use equations::Equations;
 pub use error::DataError;
+pub use field::{
+    FIELD_MANIFEST_FILE, FIELD_SPLITS, FieldDir, FieldManifest, FieldParameter, FieldSet, REGIONS_FILE, SplitRuns,
+    check_region_map, field_set_from_grid_dataset, is_field_dir, load_field_dir, read_field_npz, read_region_map,
+    region_cells, write_field_npz, write_region_map,
+};
 pub use generate::{GenerateOptions, generate, initial_states, solve_count};
+pub use heat_regions::{
+    HEAT_REGIONS, HEAT_REGIONS_DESCRIPTION, HeatRegionsSpec, generate_heat_regions, generate_heat_regions_grown,
+    grow_region_map, heat_regions_map, heat_step,
+};
 pub use io::{read_npz, write_npz};
 pub use manifest::{EnvInfo, FamilyInfo, MANIFEST_FILE, Manifest, SplitInfo};
 pub use sampling::{Window, crop, random_window, subsample};

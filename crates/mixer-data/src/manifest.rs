@@ -73,24 +73,33 @@ pub struct EnvInfo {
 impl Manifest {
     /// Reads `dataset.toml`.
     pub fn read(path: &Path) -> Result<Self, DataError> {
-        let text = std::fs::read_to_string(path).map_err(|e| mixer_core::Error::io(path, e))?;
-        toml::from_str(&text)
-            .map_err(|e| DataError::Manifest { path: path.to_path_buf(), reason: e.message().to_string() })
+        read_toml(path)
     }
 
     /// Writes the manifest atomically (temporary file in the same folder, then rename).
     pub fn write(&self, path: &Path) -> Result<(), DataError> {
-        let text = toml::to_string(self)
-            .map_err(|e| DataError::Manifest { path: path.to_path_buf(), reason: e.to_string() })?;
-        write_atomic(path, |f| {
-            use std::io::Write;
-            f.write_all(text.as_bytes())
-        })
-        .map_err(|e| mixer_core::Error::io(path, e).into())
+        write_toml(path, self)
     }
 
     /// The split entry named `split`.
     pub fn split(&self, split: &str) -> Option<&SplitInfo> {
         self.splits.iter().find(|s| s.split == split)
     }
+}
+
+/// Reads a manifest (TOML) file.
+pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| mixer_core::Error::io(path, e))?;
+    toml::from_str(&text).map_err(|e| DataError::Manifest { path: path.to_path_buf(), reason: e.message().to_string() })
+}
+
+/// Writes a manifest (TOML) file atomically (temporary file in the same folder, then rename).
+pub(crate) fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), DataError> {
+    let text =
+        toml::to_string(value).map_err(|e| DataError::Manifest { path: path.to_path_buf(), reason: e.to_string() })?;
+    write_atomic(path, |f| {
+        use std::io::Write;
+        f.write_all(text.as_bytes())
+    })
+    .map_err(|e| mixer_core::Error::io(path, e).into())
 }

@@ -43,3 +43,13 @@ pub enum ExperimentError {
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
 }
+
+impl ExperimentError {
+    /// This error with a malformed-TOML message naming `path` instead of `<text>`.
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            ExperimentError::Toml { message, .. } => ExperimentError::Toml { path: path.to_path_buf(), message },
+            other => other,
+        }
+    }
+}

@@ -175,10 +175,7 @@ impl Experiment {
 
     /// [`Experiment::parse`] with errors naming `source`.
     fn parse_named(text: &str, profile: Profile, source: &Path) -> Result<Self, ExperimentError> {
-        Self::parse(text, profile).map_err(|e| match e {
-            ExperimentError::Toml { message, .. } => ExperimentError::Toml { path: source.to_path_buf(), message },
-            other => other,
-        })
+        Self::parse(text, profile).map_err(|e| e.in_file(source))
     }
 
     /// Parses experiment TOML text and applies the overrides of `profile`.
@@ -194,13 +191,9 @@ impl Experiment {
             let toml::Value::Table(merged) = merged else { unreachable!("a table merged into a table") };
             doc = merged;
         }
-        let profiles = doc.remove("profile");
-        let mut run = doc.remove("run").ok_or_else(|| bad("missing [run] table".into()))?;
-        if let Some(toml::Value::Table(mut ps)) = profiles
-            && let Some(toml::Value::Table(mut over)) = ps.remove(profile.name())
-            && let Some(over_run) = over.remove("run")
-        {
-            merge(&mut run, over_run);
+        let (mut run, over) = split_profile(&mut doc, profile).map_err(bad)?;
+        if let Some(over) = over {
+            merge(&mut run, over);
         }
         let run: RunConfig = run.try_into().map_err(|e: toml::de::Error| bad(format!("[run]: {e}")))?;
         #[derive(Deserialize)]
@@ -231,10 +224,28 @@ impl Experiment {
     }
 }
 
+/// Takes the `[run]` table and the `[profile.NAME.run]` overrides of `profile` out of `doc`
+/// (the other profiles are dropped).
+pub(crate) fn split_profile(
+    doc: &mut toml::Table,
+    profile: Profile,
+) -> Result<(toml::Value, Option<toml::Value>), String> {
+    let profiles = doc.remove("profile");
+    let run = doc.remove("run").ok_or_else(|| "missing [run] table".to_string())?;
+    let over = match profiles {
+        Some(toml::Value::Table(mut ps)) => match ps.remove(profile.name()) {
+            Some(toml::Value::Table(mut over)) => over.remove("run"),
+            _ => None,
+        },
+        _ => None,
+    };
+    Ok((run, over))
+}
+
 /// Recursively overwrites `base` with the entries of `over`. A table naming a variant (a `method`
 /// or `kind` key, such as a solver) replaces the base table whole, so no field of another variant
 /// leaks in.
-fn merge(base: &mut toml::Value, over: toml::Value) {
+pub(crate) fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) if !o.contains_key("method") && !o.contains_key("kind") => {
             for (k, v) in o {

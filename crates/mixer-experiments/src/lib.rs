@@ -20,6 +20,7 @@ mod backend;
 mod data;
 mod error;
 mod experiment;
+mod field;
 pub mod figures;
 mod logging;
 pub mod plot;
@@ -34,11 +35,16 @@ pub use burn::tensor::backend::AutodiffBackend;
 pub use data::RunData;
 pub use error::ExperimentError;
 pub use experiment::{BUILTIN_EXPERIMENTS, DataSource, Experiment, Variant};
+pub use field::{
+    BUILTIN_FIELD_EXPERIMENTS, FieldDataSource, FieldExperiment, FieldExperimentRecord, FieldJob, FieldRunMetrics,
+    FieldRunRecord, FieldTiming, field_data_figure, field_markdown, field_run, read_field_metrics, score_field_run,
+};
 pub use logging::init_logging;
 pub use profile::Profile;
 pub use report::summary_cell;
 pub use reproduce::{
-    DatasetRecord, ExperimentRecord, PUBLISHED_DATASETS, Plan, REPRODUCED_EXPERIMENTS, Report, RunRecord, reproduce,
+    DatasetRecord, ExperimentRecord, PUBLISHED_DATASETS, Plan, REPRODUCED_EXPERIMENTS, REPRODUCED_FIELD_EXPERIMENTS,
+    Report, RunRecord, reproduce,
 };
 pub use run::{
     AdaptationMetrics, LoadedRun, RoutingMetrics, RunMetrics, Timing, adapt_run, adapted_path, eval_run, load_run,

@@ -64,6 +64,13 @@ impl Report {
         for e in &self.experiments {
             self.experiment_section(&mut s, e);
         }
+        if !self.field_experiments.is_empty() {
+            let _ = writeln!(s, "## Gridded fields\n");
+            for e in &self.field_experiments {
+                s.push_str(&crate::field::field_markdown(e, |p| self.link(p)));
+                s.push('\n');
+            }
+        }
         self.dataset_section(&mut s);
         s
     }

@@ -15,6 +15,7 @@ use mixer_data::{DatasetDir, DatasetSpec, GenerateOptions, MANIFEST_FILE, Manife
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::field::{FieldExperiment, FieldExperimentRecord, FieldJob, field_data_figure};
 use crate::report::relative;
 use crate::{
     AutodiffBackend, BackendJob, DeviceChoice, Experiment, ExperimentError, Profile, RunData, RunMetrics, Variant,
@@ -26,6 +27,9 @@ pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "gly
 
 /// The experiments `reproduce` trains by default.
 pub const REPRODUCED_EXPERIMENTS: [&str; 2] = ["odebench10", "lotka-volterra"];
+
+/// The field experiments `reproduce` trains by default (spatial mixture of experts).
+pub const REPRODUCED_FIELD_EXPERIMENTS: [&str; 1] = ["heat-regions"];
 
 /// Experiments `reproduce` runs only when named (`--only NAME`): the router comparison trains
 /// ten models, top-k ones several times slower per step than top-1 (docs/results.md).
@@ -50,6 +54,9 @@ pub struct Plan {
     pub datasets: Vec<String>,
     /// Experiments to train, adapt and evaluate, resolved for the profile.
     pub experiments: Vec<Experiment>,
+    /// Field experiments (gridded one-step operators), resolved for the profile.
+    #[serde(default)]
+    pub field_experiments: Vec<FieldExperiment>,
 }
 
 impl Plan {
@@ -67,6 +74,10 @@ impl Plan {
                 .iter()
                 .map(|n| Experiment::builtin(n, profile))
                 .collect::<Result<_, _>>()?,
+            field_experiments: REPRODUCED_FIELD_EXPERIMENTS
+                .iter()
+                .map(|n| FieldExperiment::builtin(n, profile))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -78,10 +89,11 @@ impl Plan {
             self.experiments = vec![Experiment::builtin(n, self.profile)?];
         }
         self.experiments.retain(|e| e.name == n);
+        self.field_experiments.retain(|e| e.name == n);
         let wanted: Vec<String> = self.experiments.iter().map(|e| e.data.system.clone()).collect();
         let known: Vec<String> = self.datasets.clone();
         self.datasets.retain(|d| d == n || wanted.contains(d));
-        if self.datasets.is_empty() && self.experiments.is_empty() {
+        if self.datasets.is_empty() && self.experiments.is_empty() && self.field_experiments.is_empty() {
             return Err(ExperimentError::UnknownExperiment { name: n.to_string(), known: known.join(", ") });
         }
         Ok(self)
@@ -156,6 +168,9 @@ pub struct Report {
     pub datasets: Vec<DatasetRecord>,
     /// Trained experiments.
     pub experiments: Vec<ExperimentRecord>,
+    /// Trained field experiments.
+    #[serde(default)]
+    pub field_experiments: Vec<FieldExperimentRecord>,
 }
 
 /// Runs the plan: datasets first, then every experiment's runs; returns the report (not yet written).
@@ -168,7 +183,25 @@ pub fn reproduce(plan: &Plan, progress: &dyn Fn(&str) -> ProgressBar) -> Result<
     }
     let datasets = names.iter().map(|n| dataset(plan, n, progress)).collect::<Result<Vec<_>, _>>()?;
     let experiments = plan.experiments.iter().map(|e| experiment(plan, e)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Report { plan: plan.clone(), datasets, experiments })
+    let field_experiments =
+        plan.field_experiments.iter().map(|e| field_experiment(plan, e)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Report { plan: plan.clone(), datasets, experiments, field_experiments })
+}
+
+/// Generates (or finds) the data of a field experiment, then trains and scores its variants.
+fn field_experiment(plan: &Plan, e: &FieldExperiment) -> Result<FieldExperimentRecord, ExperimentError> {
+    let data = e.dataset(&plan.data_dir(&e.data.system), &plan.root, plan.seed)?;
+    let figure = field_data_figure(&plan.out_dir.join("figures").join(format!("data-{}.png", e.data.system)), &data)?;
+    let runs_dir = plan.out_dir.join("runs").join(plan.profile.name()).join(&e.name);
+    let job = FieldJob { experiment: e, data: &data, runs_dir, progress: plan.progress };
+    let runs = dispatch(plan.device, job)??;
+    Ok(FieldExperimentRecord {
+        name: e.name.clone(),
+        description: e.description.clone(),
+        regions: data.manifest.region_source.clone().unwrap_or_else(|| "none".into()),
+        figure,
+        runs,
+    })
 }
 
 /// Generates (or finds on disk, with the plan's seed) and plots one dataset.
@@ -302,6 +335,7 @@ impl Report {
         Report {
             datasets: merge_by_name(earlier.datasets, self.datasets, |d| &d.name),
             experiments: merge_by_name(earlier.experiments, self.experiments, |e| &e.name),
+            field_experiments: merge_by_name(earlier.field_experiments, self.field_experiments, |e| &e.name),
             plan: self.plan,
         }
     }

@@ -29,6 +29,7 @@
 
 mod coda;
 mod config;
+mod field_model;
 mod fused;
 mod geps;
 mod geps_host;
@@ -38,11 +39,13 @@ mod host_kernel;
 mod moe;
 mod ncf;
 mod plrnn;
+mod smoe;
 mod stacked;
 mod swish;
 
 pub use coda::{CodaConfig, CodaExpert};
 pub use config::{AnyExpert, ExpertConfig};
+pub use field_model::{Cnn, CnnSettings, FieldLoss, FieldModel, FieldModelConfig, Lcn, LcnSettings};
 pub use geps::{GepsConfig, GepsExpert};
 pub use geps_host::{FrozenGeps, GepsHostField};
 pub use host_expert::FrozenExpert;
@@ -50,6 +53,10 @@ pub use host_kernel::{HostKernel, MatRef};
 pub use moe::{Dispatch, MixtureOfExperts, Rows};
 pub use ncf::{NcfConfig, NcfExpert, geometric_widths};
 pub use plrnn::{HierShPlrnn, HierShPlrnnConfig, PlrnnParams};
+pub use smoe::{
+    SlotDims, SmoeSettings, SpatialMoe, bce_with_logits, combine, damping_scale, quantile, rc_labels, scale_gradient,
+    select, selected_scores, slot_errors,
+};
 pub use swish::LearnableSwish;
 
 /// Errors of experts and the mixture layer.

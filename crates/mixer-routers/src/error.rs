@@ -120,6 +120,26 @@ pub enum RouterError {
         /// What does not fit, and what to do.
         reason: String,
     },
+    /// A spatial router's grid and kernel do not fit together.
+    #[error("grid {height} x {width} with kernel {kernel}: {reason}")]
+    InvalidGrid {
+        /// Grid height.
+        height: usize,
+        /// Grid width.
+        width: usize,
+        /// Kernel size.
+        kernel: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A field's `[channels, height, width]` differs from the router's.
+    #[error("field of shape {found:?} (channels, height, width) given to a spatial router built for {expected:?}")]
+    FieldShape {
+        /// The router's shape.
+        expected: [usize; 3],
+        /// The field's shape.
+        found: [usize; 3],
+    },
     /// The least-squares solve failed (nalgebra's SVD reported an error).
     #[error("least-squares gate fit failed: {reason}; check the contexts for degenerate values")]
     LeastSquares {
@@ -156,6 +176,8 @@ impl RouterError {
             RouterError::InvalidCapacityFactor { .. } => "capacity_factor",
             RouterError::InvalidNoiseFloor { .. } => "noise_floor",
             RouterError::LeastSquares { .. } => "gate",
+            RouterError::InvalidGrid { .. } => "grid",
+            RouterError::FieldShape { .. } => "field",
             RouterError::UnknownKind { .. } => "router.kind",
             RouterError::State { .. } => "router state",
         }

@@ -54,6 +54,7 @@ mod refit;
 mod registry;
 mod select;
 mod shared_routed;
+mod spatial;
 mod spec;
 mod switch;
 
@@ -75,6 +76,10 @@ pub use refit::Refit;
 pub use registry::{Gate, GateState, KINDS, RouterConfig};
 pub use select::{argmax_lowest, softmax_row, topk_lowest};
 pub use shared_routed::{SharedRouted, SharedRoutedSettings};
+pub use spatial::{
+    SpatialGateKind, SpatialRouter, SpatialRouting, SpatialSettings, SpatialShape, check_grid, conv_same, conv_weight,
+    host_tensor, top_k_per_location, with_coordinates,
+};
 pub use spec::{RouterShape, RouterSpec};
 pub use switch::{Switch, SwitchSettings};
 

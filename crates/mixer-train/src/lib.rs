@@ -13,6 +13,8 @@ pub mod checkpoint;
 mod config;
 mod evaluate;
 mod expert_losses;
+mod field_eval;
+mod field_train;
 mod fused_losses;
 mod loss;
 pub mod metrics;
@@ -32,6 +34,11 @@ pub use config::{
 };
 pub use evaluate::{EvalReport, evaluate, predict, score};
 pub use expert_losses::{constant_routing, expert_loss_matrix, generic_expert_loss_matrix};
+pub use field_eval::{CLOSE_RTOL, FieldEval, FieldMetrics, Rollout, evaluate_field, free_run};
+pub use field_train::{
+    FIELD_CONFIG_FILE, FIELD_MODEL_FILE, FieldCurvePoint, FieldRunConfig, FieldTrainSettings, FieldTrainState,
+    field_batch, field_mse, field_pairs, is_field_run, load_field_model, spread_pairs, train_field,
+};
 pub use fused_losses::fused_expert_loss_matrix;
 pub use loss::{aux_total, env_losses, meta_loss};
 pub use mixer_routers::{Gate, GateState, KMeansSettings, RouterConfig};

@@ -144,6 +144,59 @@ pub fn nmi(families: &[usize], assignment: &[usize]) -> f64 {
     2.0 * mi / (hf + ha)
 }
 
+/// Adjusted Rand index (Hubert & Arabie 1985) between two labellings of the same units: 1 for
+/// identical partitions (up to renaming), about 0 for independent ones.
+pub fn adjusted_rand_index(truth: &[usize], labels: &[usize]) -> f64 {
+    let table = contingency(truth, labels);
+    let pairs = |c: usize| (c * c.saturating_sub(1) / 2) as f64;
+    let cells: f64 = table.iter().flatten().map(|&c| pairs(c)).sum();
+    let rows: f64 = table.iter().map(|r| pairs(r.iter().sum())).sum();
+    let cols: f64 = (0..table.first().map_or(0, Vec::len)).map(|j| pairs(table.iter().map(|r| r[j]).sum())).sum();
+    let expected = rows * cols / pairs(truth.len()).max(1.0);
+    let max = 0.5 * (rows + cols);
+    if max == expected {
+        return 1.0;
+    }
+    (cells - expected) / (max - expected)
+}
+
+/// Mean over true regions of the intersection over union with the label matched to it, labels
+/// matched to regions one to one by the Hungarian method on overlap; also returns the matching
+/// (`matched[region] = label`, `usize::MAX` where a region has no label left).
+pub fn matched_iou(truth: &[usize], labels: &[usize]) -> (f64, Vec<usize>) {
+    let table = contingency(truth, labels);
+    let (nr, nl) = (table.len(), table.first().map_or(0, Vec::len));
+    let size = nr.max(nl);
+    let mut cost = ndarray::Array2::<f64>::zeros((size, size));
+    for (r, row) in table.iter().enumerate() {
+        for (l, &c) in row.iter().enumerate() {
+            cost[[r, l]] = -(c as f64);
+        }
+    }
+    let assignment = mixer_routers::matching::hungarian(&cost);
+    let region_size: Vec<usize> = table.iter().map(|r| r.iter().sum()).collect();
+    let label_size: Vec<usize> = (0..nl).map(|l| table.iter().map(|r| r[l]).sum()).collect();
+    let mut matched = vec![usize::MAX; nr];
+    let mut total = 0.0;
+    for r in 0..nr {
+        let l = assignment[r];
+        if l < nl {
+            matched[r] = l;
+            let inter = table[r][l] as f64;
+            total += inter / ((region_size[r] + label_size[l]) as f64 - inter).max(1.0);
+        }
+    }
+    (total / nr.max(1) as f64, matched)
+}
+
+/// Share of points with `|pred - truth| <= rtol |truth|` (percent close at `rtol = 0.01` is the
+/// spatial mixture-of-experts paper's headline metric).
+pub fn fraction_close(pred: &[f64], truth: &[f64], rtol: f64) -> f64 {
+    assert_eq!(pred.len(), truth.len(), "one prediction per point");
+    let close = pred.iter().zip(truth).filter(|(p, t)| (*p - *t).abs() <= rtol * t.abs()).count();
+    close as f64 / pred.len().max(1) as f64
+}
+
 /// Counts `[family][assignment]`.
 fn contingency(families: &[usize], assignment: &[usize]) -> Vec<Vec<usize>> {
     assert_eq!(families.len(), assignment.len(), "one assignment per labelled unit");
@@ -160,6 +213,21 @@ fn contingency(families: &[usize], assignment: &[usize]) -> Vec<Vec<usize>> {
 mod tests {
     use super::*;
     use ndarray::Array3;
+
+    #[test]
+    fn region_recovery_metrics_match_hand_values() {
+        // Identical partitions under renamed labels.
+        assert_eq!(adjusted_rand_index(&[0, 0, 1, 1, 2], &[2, 2, 0, 0, 1]), 1.0);
+        // The classic example: ARI of [0,0,0,1,1,1] vs [0,0,1,1,2,2] is 0.24242...
+        let ari = adjusted_rand_index(&[0, 0, 0, 1, 1, 1], &[0, 0, 1, 1, 2, 2]);
+        assert!((ari - 8.0 / 33.0).abs() < 1e-12, "{ari}");
+        // Region 0 = {0,1,2}, region 1 = {3,4}; labels 1 on {0,1}, 0 on {2,3,4}.
+        let (iou, matched) = matched_iou(&[0, 0, 0, 1, 1], &[1, 1, 0, 0, 0]);
+        assert_eq!(matched, vec![1, 0]);
+        // region 0 with label 1: 2 / 3; region 1 with label 0: 2 / 3.
+        assert!((iou - 2.0 / 3.0).abs() < 1e-12, "{iou}");
+        assert_eq!(fraction_close(&[1.0, 2.05, 0.0], &[1.005, 2.0, 0.0], 0.01), 2.0 / 3.0);
+    }
 
     #[test]
     fn trajectory_metrics_match_hand_values() {

@@ -1,10 +1,12 @@
 //! PNG figures with plotters: generic panels of x–y series (time series, phase portraits) laid
-//! out on a grid, legends beside the axes, and the dataset overview built on them. Text is
-//! rendered with an embedded DejaVu Sans Condensed font through `ab_glyph`, so no system font
-//! library is needed.
+//! out on a grid, legends beside the axes, the dataset overview built on them, and heat maps of
+//! gridded field datasets. Text is rendered with an embedded DejaVu Sans Condensed font through
+//! `ab_glyph`, so no system font library is needed.
 
 mod contexts;
 mod dataset;
+mod field_runs;
+mod fields;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -17,6 +19,8 @@ use crate::ExperimentError;
 
 pub use contexts::{Pca2, plot_contexts};
 pub use dataset::{dataset_panels, plot_dataset};
+pub use field_runs::field_run_figures;
+pub use fields::{heat_color, plot_fields, shown_frames};
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSansCondensed.ttf");
 static REGISTER: Once = Once::new();

@@ -1,0 +1,351 @@
+//! Supervised training of one-step operators on gridded fields (the spatial mixture of experts
+//! and its dense baselines): pairs `(frame t, frame t + 1)` of the training runs, Adam, a
+//! validation MSE every `eval_every` steps that halves the learning rate on a plateau and keeps
+//! the best model, checkpoints that resume.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use mixer_core::{Error, Rng, Seeds};
+use mixer_data::{FieldDir, FieldSet};
+use mixer_experts::{FieldModel, FieldModelConfig};
+
+use crate::checkpoint::{latest, load_module, load_record, publish, save_module, save_record, staging};
+use crate::{TrainError, read_json, write_json};
+
+/// Settings of a field run's training (`[train]`); defaults follow the paper's heat runs (Adam,
+/// learning rate 1e-3, halved on a validation plateau).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldTrainSettings {
+    /// Adam learning rate (default 1e-3).
+    pub lr: f64,
+    /// Adam's epsilon (default 1e-8, PyTorch's: per-cell parameters such as a latent gate get
+    /// gradients of order 1e-5, which burn's default 1e-5 would damp).
+    pub eps: f64,
+    /// Pairs per step (default 16).
+    pub batch: usize,
+    /// Optimiser steps (default 3000).
+    pub steps: usize,
+    /// Steps between validation MSEs (default 100).
+    pub eval_every: usize,
+    /// Validation pairs (spread evenly over the split; default 128).
+    pub val_pairs: usize,
+    /// Validations without improvement before the learning rate halves (default 5; 0: never).
+    pub plateau: usize,
+    /// Steps between checkpoints (default 500).
+    pub checkpoint_every: usize,
+}
+
+impl Default for FieldTrainSettings {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            eps: 1e-8,
+            batch: 16,
+            steps: 3000,
+            eval_every: 100,
+            val_pairs: 128,
+            plateau: 5,
+            checkpoint_every: 500,
+        }
+    }
+}
+
+impl FieldTrainSettings {
+    /// Checks every field; the error names it.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let positive = [
+            ("batch", self.batch),
+            ("steps", self.steps),
+            ("eval_every", self.eval_every),
+            ("val_pairs", self.val_pairs),
+            ("checkpoint_every", self.checkpoint_every),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::config(*field, "must be at least 1").into());
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::config("eps", format!("{} is not a positive epsilon", self.eps)).into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::config("lr", format!("{} is not a positive learning rate", self.lr)).into());
+        }
+        Ok(())
+    }
+}
+
+/// A field run: the model and its training (`config.json` of the run folder).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRunConfig {
+    /// The operator.
+    pub model: FieldModelConfig,
+    /// Its training.
+    #[serde(default)]
+    pub train: FieldTrainSettings,
+}
+
+/// One validation point of the training curve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldCurvePoint {
+    /// Steps done.
+    pub step: usize,
+    /// Mean training MSE since the previous point.
+    pub train_mse: f64,
+    /// Validation MSE.
+    pub val_mse: f64,
+    /// Learning rate in use.
+    pub lr: f64,
+    /// Share of selected positions whose expert gradient was damped (mixtures).
+    pub damped: f64,
+    /// Mean RC loss since the previous point (mixtures with RC).
+    pub rc: f64,
+}
+
+/// Where a field run stands (`state.json` of its checkpoints).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FieldTrainState {
+    /// Steps done.
+    pub step: usize,
+    /// Learning rate in use.
+    pub lr: f64,
+    /// Best validation MSE so far.
+    pub best_val: Option<f64>,
+    /// Step of the best validation MSE.
+    pub best_step: usize,
+    /// Validations since the last improvement.
+    pub since_best: usize,
+    /// Training seconds (summed over resumes).
+    pub seconds: f64,
+    /// The training curve.
+    pub curve: Vec<FieldCurvePoint>,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// The training seed (initial weights, batches, routing noise).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// The file names of a field run folder.
+pub const FIELD_CONFIG_FILE: &str = "config.json";
+/// The best model of a finished field run (burn record, without extension).
+pub const FIELD_MODEL_FILE: &str = "model";
+
+/// True when `run` is the folder of a field run (its config names a field model).
+pub fn is_field_run(run: &Path) -> bool {
+    read_json::<FieldRunConfig>(&run.join(FIELD_CONFIG_FILE)).is_ok()
+}
+
+/// Training pairs `(run, frame)`: frame `t` is the input, `t + 1` the target.
+pub fn field_pairs(set: &FieldSet) -> Vec<(usize, usize)> {
+    (0..set.runs()).flat_map(|r| (0..set.frames() - 1).map(move |f| (r, f))).collect()
+}
+
+/// The fields of `frames` `[(run, frame)]` as a `[B, C, H, W]` tensor.
+pub fn field_batch<B: Backend>(set: &FieldSet, frames: &[(usize, usize)], device: &B::Device) -> Tensor<B, 4> {
+    let (h, w) = set.grid();
+    let c = set.channels();
+    let mut values = Vec::with_capacity(frames.len() * c * h * w);
+    for &(r, f) in frames {
+        let field = set.fields.slice(ndarray::s![r, f, .., .., ..]);
+        for ch in 0..c {
+            values.extend(field.slice(ndarray::s![.., .., ch]).iter().copied());
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [frames.len(), c, h, w]), device)
+}
+
+/// Inputs and targets of `pairs`.
+fn pair_batch<B: Backend>(
+    set: &FieldSet,
+    pairs: &[(usize, usize)],
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let next: Vec<(usize, usize)> = pairs.iter().map(|&(r, f)| (r, f + 1)).collect();
+    (field_batch(set, pairs, device), field_batch(set, &next, device))
+}
+
+/// `n` pairs spread evenly over the pairs of `set` (all of them when there are fewer).
+pub fn spread_pairs(set: &FieldSet, n: usize) -> Vec<(usize, usize)> {
+    let all = field_pairs(set);
+    if all.len() <= n {
+        return all;
+    }
+    (0..n).map(|i| all[i * all.len() / n]).collect()
+}
+
+/// Mean one-step MSE of `model` over `pairs`, in batches.
+pub fn field_mse<B: Backend>(
+    model: &FieldModel<B>,
+    set: &FieldSet,
+    pairs: &[(usize, usize)],
+    batch: usize,
+    rng: &mut Rng,
+    device: &B::Device,
+) -> Result<f64, TrainError> {
+    let mut sum = 0.0;
+    for chunk in pairs.chunks(batch.max(1)) {
+        let (x, y) = pair_batch::<B>(set, chunk, device);
+        let err = (model.forward(x, rng)? - y).powi_scalar(2).mean();
+        sum += mixer_core::host::to_vec(err)[0] * chunk.len() as f64;
+    }
+    Ok(sum / pairs.len().max(1) as f64)
+}
+
+/// Trains (or resumes) the field run in `run`; returns the best model (by validation MSE) and the
+/// final state. A finished run folder returns its model without training.
+pub fn train_field<B: AutodiffBackend>(
+    config: &FieldRunConfig,
+    data: &FieldDir,
+    run: &Path,
+    seed: u64,
+    show_progress: bool,
+    device: &B::Device,
+) -> Result<(FieldModel<B>, FieldTrainState), TrainError> {
+    config.train.validate()?;
+    let t = &config.train;
+    let set = &data.train;
+    let (h, w) = set.grid();
+    let seeds = Seeds::new(seed);
+    let fresh = config.model.init::<B>(set.channels(), [h, w], &mut seeds.stream("model-init"), device)?;
+    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+    let config_path = run.join(FIELD_CONFIG_FILE);
+    // A run folder resumes under its own config; only the step budget may grow.
+    let same_but_steps = |c: &FieldRunConfig| {
+        let mut c = c.clone();
+        c.train.steps = config.train.steps;
+        c == *config
+    };
+    match read_json::<FieldRunConfig>(&config_path) {
+        Ok(on_disk) if !same_but_steps(&on_disk) => {
+            return Err(Error::config(
+                "config",
+                format!("{} holds a run of another config; use a new --out folder", run.display()),
+            )
+            .into());
+        }
+        _ => write_json(&config_path, config)?,
+    }
+    let mut optim = AdamConfig::new().with_epsilon(t.eps as f32).init::<B, FieldModel<B>>();
+    let (mut model, mut best, mut state) = match latest(run)? {
+        Some((_, dir)) => {
+            let model = load_module(fresh.clone(), &dir, "model", device)?;
+            let best = load_module(fresh, &dir, "best", device)?;
+            optim = optim.load_record(load_record::<B, _>(&dir, "optim", device)?);
+            (model, best, read_json::<FieldTrainState>(&dir.join("state.json"))?)
+        }
+        None => {
+            let parameters = fresh.parameter_count();
+            (fresh.clone(), fresh, FieldTrainState { lr: t.lr, parameters, seed, ..Default::default() })
+        }
+    };
+    if state.step >= t.steps {
+        save_module(&best, run, FIELD_MODEL_FILE)?;
+        return Ok((best, state));
+    }
+    let pairs = field_pairs(set);
+    let val_pairs = spread_pairs(&data.val, t.val_pairs);
+    // Each step's batch and routing noise come from streams keyed by the step, so a resumed run
+    // draws what an uninterrupted one would.
+    let bar = if show_progress { ProgressBar::new(t.steps as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps (eta {eta})  {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(state.step as u64);
+    let (mut mse_sum, mut rc_sum, mut damped_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
+    let mut clock = Instant::now();
+    while state.step < t.steps {
+        let step = state.step;
+        let epoch_len = pairs.len().div_ceil(t.batch);
+        let (epoch, within) = (step / epoch_len, step % epoch_len);
+        let mut order = pairs.clone();
+        order.shuffle(&mut seeds.stream(&format!("epoch-{epoch}")));
+        let chosen = &order[within * t.batch..((within + 1) * t.batch).min(order.len())];
+        let (x, y) = pair_batch::<B>(set, chosen, device);
+        let out = model.train_loss(x, y, &mut seeds.stream(&format!("route-{step}")))?;
+        if !out.mse.is_finite() {
+            return Err(Error::config(
+                "train.lr",
+                format!("the training MSE became {} at step {step}; lower the learning rate", out.mse),
+            )
+            .into());
+        }
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        model = optim.step(state.lr, model, grads);
+        (mse_sum, rc_sum, damped_sum, count) = (mse_sum + out.mse, rc_sum + out.rc, damped_sum + out.damped, count + 1);
+        state.step += 1;
+        if state.step.is_multiple_of(t.eval_every) || state.step == t.steps {
+            let valid = model.valid();
+            let val_mse = field_mse(&valid, &data.val, &val_pairs, t.batch, &mut seeds.stream("val"), device)?;
+            let n = count.max(1) as f64;
+            state.curve.push(FieldCurvePoint {
+                step: state.step,
+                train_mse: mse_sum / n,
+                val_mse,
+                lr: state.lr,
+                damped: damped_sum / n,
+                rc: rc_sum / n,
+            });
+            (mse_sum, rc_sum, damped_sum, count) = (0.0, 0.0, 0.0, 0);
+            if state.best_val.is_none_or(|b| val_mse < b) {
+                (state.best_val, state.best_step, state.since_best) = (Some(val_mse), state.step, 0);
+                best = model.clone();
+            } else {
+                state.since_best += 1;
+                if t.plateau > 0 && state.since_best >= t.plateau {
+                    state.lr *= 0.5;
+                    state.since_best = 0;
+                }
+            }
+            bar.set_message(format!("train {:.3e}  val {val_mse:.3e}  lr {:.1e}", mse_sum_shown(&state), state.lr));
+        }
+        bar.set_position(state.step as u64);
+        if state.step.is_multiple_of(t.checkpoint_every) || state.step == t.steps {
+            state.seconds += clock.elapsed().as_secs_f64();
+            clock = Instant::now();
+            let dir = staging(run, "checkpoint")?;
+            save_module(&model, &dir, "model")?;
+            save_module(&best, &dir, "best")?;
+            save_record::<B, _>(optim.to_record(), &dir, "optim")?;
+            write_json(&dir.join("state.json"), &state)?;
+            publish(run, &dir, state.step)?;
+        }
+    }
+    bar.finish();
+    save_module(&best, run, FIELD_MODEL_FILE)?;
+    Ok((best, state))
+}
+
+/// The training MSE of the newest curve point (for the progress message).
+fn mse_sum_shown(state: &FieldTrainState) -> f64 {
+    state.curve.last().map_or(f64::NAN, |p| p.train_mse)
+}
+
+/// Loads the best model of a finished field run folder.
+pub fn load_field_model<B: Backend>(
+    run: &Path,
+    data: &FieldDir,
+    device: &B::Device,
+) -> Result<(FieldRunConfig, FieldModel<B>), TrainError> {
+    let config: FieldRunConfig = read_json(&run.join(FIELD_CONFIG_FILE))?;
+    let (h, w) = data.train.grid();
+    let seed = match latest(run)? {
+        Some((_, dir)) => read_json::<FieldTrainState>(&dir.join("state.json"))?.seed,
+        None => return Err(Error::config("run", format!("{} has no finished training", run.display())).into()),
+    };
+    // The record overwrites the initial draw.
+    let fresh =
+        config.model.init::<B>(data.train.channels(), [h, w], &mut Seeds::new(seed).stream("model-init"), device)?;
+    Ok((config.clone(), load_module(fresh, run, FIELD_MODEL_FILE, device)?))
+}
