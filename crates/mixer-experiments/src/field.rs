@@ -409,6 +409,7 @@ mod tests {
 
     #[test]
     fn a_field_run_trains_scores_draws_and_is_read_back() {
+        let _serial = crate::serial_training();
         let spec = HeatRegionsSpec {
             size: 8,
             frames: 4,

@@ -50,3 +50,12 @@ pub use run::{
     AdaptationMetrics, LoadedRun, RoutingMetrics, RunMetrics, Timing, adapt_run, adapted_path, eval_run, load_run,
     read_metrics, read_run_config, train_run,
 };
+
+/// One training at a time in this crate's tests: burn-autodiff's graph bookkeeping is shared by
+/// the threads of a process, and concurrent backward passes have been seen to drop another
+/// test's gradients.
+#[cfg(test)]
+pub(crate) fn serial_training() -> std::sync::MutexGuard<'static, ()> {
+    static AUTODIFF: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    AUTODIFF.lock().unwrap_or_else(|e| e.into_inner())
+}

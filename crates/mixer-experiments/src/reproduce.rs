@@ -385,6 +385,7 @@ mod tests {
 
     #[test]
     fn lotka_volterra_runs_resume_and_reach_the_report() {
+        let _serial = crate::serial_training();
         let dir = tempfile::tempdir().unwrap();
         let mut plan = Plan::new(Profile::Quick, dir.path()).unwrap().only(Some("lotka-volterra")).unwrap();
         plan.root = dir.path().join("nowhere");

@@ -11,6 +11,14 @@ use ndarray::Array2;
 
 type B = Autodiff<NdArray<f64>>;
 
+/// One training at a time: burn-autodiff's graph bookkeeping is shared by the threads of a
+/// process, and concurrent backward passes have been seen to drop another test's gradients.
+static AUTODIFF: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    AUTODIFF.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A 12 x 12 grid: left half diffusivity 0.25, right half 0.025.
 fn halves(runs: usize, frames: usize) -> mixer_data::FieldDir {
     let map = Array2::from_shape_fn((12, 12), |(_, j)| usize::from(j >= 6));
@@ -41,6 +49,7 @@ fn settings(steps: usize, lr: f64) -> FieldTrainSettings {
 
 #[test]
 fn a_resumed_run_repeats_an_uninterrupted_one_and_other_configs_are_refused() {
+    let _serial = serial();
     let data = halves(4, 6);
     let dir = tempfile::tempdir().unwrap();
     let lcn = FieldModelConfig::Lcn(LcnSettings::default());
@@ -62,6 +71,7 @@ fn a_resumed_run_repeats_an_uninterrupted_one_and_other_configs_are_refused() {
 
 #[test]
 fn the_spatial_mixture_separates_two_diffusivity_regions() {
+    let _serial = serial();
     let data = halves(6, 8);
     let dir = tempfile::tempdir().unwrap();
     let smoe = SmoeSettings { experts: 2, ..Default::default() };
