@@ -13,10 +13,7 @@ use mixer_data::{
     FIELD_MANIFEST_FILE, FieldDir, FieldManifest, HEAT_REGIONS, HeatRegionsSpec, generate_heat_regions,
     generate_heat_regions_grown, load_field_dir, read_region_map,
 };
-use mixer_train::checkpoint::latest;
-use mixer_train::{
-    FieldMetrics, FieldRunConfig, FieldTrainState, evaluate_field, load_field_model, read_json, train_field, write_json,
-};
+use mixer_train::{FieldMetrics, FieldRunConfig, evaluate_field, load_field_model, read_json, train_field, write_json};
 
 use crate::experiment::{merge, split_profile};
 use crate::plot::{field_run_figures, plot_fields};
@@ -238,8 +235,7 @@ pub fn field_run<B: AutodiffBackend>(
     progress: bool,
     device: &B::Device,
 ) -> Result<FieldRunMetrics, ExperimentError> {
-    let metrics_path = run.join("metrics.json");
-    if let Ok(m) = read_json::<FieldRunMetrics>(&metrics_path) {
+    if let Some(m) = read_field_metrics(run) {
         info!(run = %run.display(), "metrics found; run skipped");
         return Ok(m);
     }
@@ -255,9 +251,7 @@ pub fn score_field_run<B: AutodiffBackend>(
     rollout_steps: usize,
     device: &B::Device,
 ) -> Result<FieldRunMetrics, ExperimentError> {
-    let (config, model) = load_field_model::<B::InnerBackend>(run, data, device)?;
-    let Some((_, checkpoint)) = latest(run)? else { unreachable!("load_field_model found a checkpoint") };
-    let state: FieldTrainState = read_json(&checkpoint.join("state.json"))?;
+    let (config, model, state) = load_field_model::<B::InnerBackend>(run, data, device)?;
     let start = Instant::now();
     let mut rng = Seeds::new(state.seed).stream("eval");
     let eval = evaluate_field(&model, data, rollout_steps, config.train.batch, &mut rng, device)?;

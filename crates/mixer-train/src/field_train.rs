@@ -265,13 +265,19 @@ pub fn train_field<B: AutodiffBackend>(
     bar.set_position(state.step as u64);
     let (mut mse_sum, mut rc_sum, mut damped_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
     let mut clock = Instant::now();
+    let mut order: Option<(usize, Vec<(usize, usize)>)> = None;
     while state.step < t.steps {
         let step = state.step;
         let epoch_len = pairs.len().div_ceil(t.batch);
         let (epoch, within) = (step / epoch_len, step % epoch_len);
-        let mut order = pairs.clone();
-        order.shuffle(&mut seeds.stream(&format!("epoch-{epoch}")));
-        let chosen = &order[within * t.batch..((within + 1) * t.batch).min(order.len())];
+        // One shuffle per epoch (from the epoch's own stream), not per step.
+        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut shuffled = pairs.clone();
+            shuffled.shuffle(&mut seeds.stream(&format!("epoch-{epoch}")));
+            order = Some((epoch, shuffled));
+        }
+        let (_, shuffled) = order.as_ref().expect("set above");
+        let chosen = &shuffled[within * t.batch..((within + 1) * t.batch).min(shuffled.len())];
         let (x, y) = pair_batch::<B>(set, chosen, device);
         let out = model.train_loss(x, y, &mut seeds.stream(&format!("route-{step}")))?;
         if !out.mse.is_finite() {
@@ -332,20 +338,21 @@ fn mse_sum_shown(state: &FieldTrainState) -> f64 {
     state.curve.last().map_or(f64::NAN, |p| p.train_mse)
 }
 
-/// Loads the best model of a finished field run folder.
+/// Loads the best model of a field run folder with its config and training state.
 pub fn load_field_model<B: Backend>(
     run: &Path,
     data: &FieldDir,
     device: &B::Device,
-) -> Result<(FieldRunConfig, FieldModel<B>), TrainError> {
+) -> Result<(FieldRunConfig, FieldModel<B>, FieldTrainState), TrainError> {
     let config: FieldRunConfig = read_json(&run.join(FIELD_CONFIG_FILE))?;
-    let (h, w) = data.train.grid();
-    let seed = match latest(run)? {
-        Some((_, dir)) => read_json::<FieldTrainState>(&dir.join("state.json"))?.seed,
-        None => return Err(Error::config("run", format!("{} has no finished training", run.display())).into()),
+    let Some((_, checkpoint)) = latest(run)? else {
+        return Err(Error::config("run", format!("{} has no finished training", run.display())).into());
     };
+    let state: FieldTrainState = read_json(&checkpoint.join("state.json"))?;
+    let (h, w) = data.train.grid();
     // The record overwrites the initial draw.
-    let fresh =
-        config.model.init::<B>(data.train.channels(), [h, w], &mut Seeds::new(seed).stream("model-init"), device)?;
-    Ok((config.clone(), load_module(fresh, run, FIELD_MODEL_FILE, device)?))
+    let mut rng = Seeds::new(state.seed).stream("model-init");
+    let fresh = config.model.init::<B>(data.train.channels(), [h, w], &mut rng, device)?;
+    let model = load_module(fresh, run, FIELD_MODEL_FILE, device)?;
+    Ok((config, model, state))
 }
