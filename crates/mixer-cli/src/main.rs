@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate the four splits and dataset.toml of a built-in system or a system file (or heat-regions fields).
+    /// Generate the splits and manifest of a built-in system, a system file or a gridded-field system.
     Generate(generate::GenerateArgs),
     /// Print the splits, shapes, environments and parameters of a dataset folder (or a field folder's regions).
     Inspect(inspect::InspectArgs),

@@ -177,14 +177,14 @@ fn heat_regions_generate_inspect_plot() {
     // train a baseline of the shipped field experiment on the folder, then score it
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../experiments/heat_regions.toml");
     let run = dir.path().join("run");
-    let out = mixer(&["train", "--config", config, "--data", path(&data), "--out", path(&run), "--variant", "lcn"]);
+    let out = mixer(&["train", "--config", config, "--data", path(&data), "--out", path(&run), "--variant", "cnn"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("trained lcn for 2000 steps"), "{text}");
+    assert!(text.contains("trained cnn for 150 steps"), "{text}");
     let out = mixer(&["eval", "--run", path(&run), "--data", path(&data), "--rollout-steps", "4"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("model          lcn") && text.contains("rollout MSE") && !text.contains("gate "), "{text}");
+    assert!(text.contains("model          cnn") && text.contains("rollout MSE") && !text.contains("gate "), "{text}");
     for f in ["metrics.json", "maps.png", "rollout.png"] {
         assert!(run.join(f).is_file(), "{f}");
     }

@@ -146,6 +146,94 @@ impl FieldManifest {
     pub fn write(&self, path: &Path) -> Result<(), DataError> {
         crate::manifest::write_toml(path, self)
     }
+
+    /// The value of setting `name` for each run of split `split`, when the generator recorded one
+    /// (parameter `<split>.<name>`, e.g. `train.viscosity`).
+    pub fn run_values(&self, split: &str, name: &str) -> Option<&[f64]> {
+        let key = format!("{split}.{name}");
+        self.parameters.iter().find(|p| p.name == key).map(|p| p.values.as_slice())
+    }
+}
+
+/// The parameter `<split>.<name>` holding `values[r % values.len()]` for each of `runs` runs.
+pub(crate) fn per_run_parameter(split: &str, name: &str, values: &[f64], runs: usize) -> FieldParameter {
+    let values = (0..runs).map(|r| values.get(r % values.len().max(1)).copied().unwrap_or(f64::NAN)).collect();
+    FieldParameter { name: format!("{split}.{name}"), values }
+}
+
+/// Largest magnitude a generated field value may reach before a run counts as blown up.
+pub(crate) const BLOWUP_BOUND: f64 = 1e6;
+
+/// Checks one recorded frame of run `run` of split `split` of system `system` at time `t`: an
+/// error naming `fix` (the setting to change) when a value is non-finite or beyond
+/// [`BLOWUP_BOUND`].
+pub(crate) fn check_frame<'a>(
+    system: &str,
+    split: &str,
+    run: usize,
+    t: f64,
+    fix: &str,
+    values: impl IntoIterator<Item = &'a f64>,
+) -> Result<(), DataError> {
+    let worst = values.into_iter().fold(0.0f64, |m, v| if v.is_finite() { m.max(v.abs()) } else { f64::INFINITY });
+    if worst > BLOWUP_BOUND {
+        return Err(DataError::spec(
+            system,
+            fix,
+            format!(
+                "run {run} of split `{split}` blew up at t = {t} (largest magnitude {worst:e}, bound {BLOWUP_BOUND:e}); \
+                 lower `{fix}`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fills `[runs, frames, H, W, channels]` by calling `simulate(r, run_view)` for each run on all
+/// cores (contiguous blocks of runs per thread, so the values do not depend on the thread count);
+/// returns the error of the lowest failing run, and ticks `progress` once per run.
+pub(crate) fn simulate_runs<F>(
+    runs: usize,
+    frames: usize,
+    (h, w): (usize, usize),
+    channels: usize,
+    progress: &indicatif::ProgressBar,
+    simulate: F,
+) -> Result<Array5<f32>, DataError>
+where
+    F: Fn(usize, ndarray::ArrayViewMut4<f32>) -> Result<(), DataError> + Sync,
+{
+    let mut fields = Array5::<f32>::zeros((runs, frames, h, w, channels));
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, runs.max(1));
+    let chunk = runs.div_ceil(threads).max(1);
+    let mut views: Vec<(usize, ndarray::ArrayViewMut4<f32>)> = fields.outer_iter_mut().enumerate().collect();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let errors: Vec<Option<(usize, DataError)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = views
+            .chunks_mut(chunk)
+            .map(|part| {
+                let (simulate, failed) = (&simulate, &failed);
+                scope.spawn(move || {
+                    for (r, view) in part.iter_mut() {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            return None;
+                        }
+                        if let Err(e) = simulate(*r, view.view_mut()) {
+                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return Some((*r, e));
+                        }
+                        progress.inc(1);
+                    }
+                    None
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    match errors.into_iter().flatten().min_by_key(|(r, _)| *r) {
+        Some((_, e)) => Err(e),
+        None => Ok(fields),
+    }
 }
 
 /// A field dataset folder: train / val / test field sets, an optional region map, a manifest.

@@ -16,6 +16,11 @@
 //!   `[runs, frames, H, W, channels]` per split (`train`, `val`, `test`), an optional region map
 //!   and `fields.toml`; the heat-regions benchmark ([`generate_heat_regions`], Dryden & Hoefler,
 //!   2022) and reaction–diffusion datasets reshaped to fields ([`field_set_from_grid_dataset`]).
+//! - **PDE families for operator pre-training** (MoE-POT), each a field folder with one swept
+//!   parameter recorded per run ([`FieldManifest::run_values`]): 2-D Navier–Stokes in vorticity
+//!   form ([`generate_navier_stokes`], the FNO benchmark), PDEBench's FitzHugh–Nagumo
+//!   diffusion–reaction ([`generate_diffusion_reaction`]) and 2-D viscous Burgers
+//!   ([`generate_burgers`]); the spectral solvers run on the crate's radix-2 FFT ([`fft`]).
 //!
 //! ```
 //! use mixer_data::{DatasetSpec, GenerateOptions, generate};
@@ -30,23 +35,33 @@
 //! ```
 
 mod builtin;
+mod burgers;
 mod dataset_spec;
+mod diffusion_reaction;
 mod dir;
 mod equations;
 mod error;
+pub mod fft;
 mod field;
 mod generate;
 mod heat_regions;
 mod io;
 mod manifest;
+mod navier_stokes;
 mod sampling;
 mod spec;
 mod system;
 
+pub use burgers::{BURGERS, BURGERS_DESCRIPTION, Burgers2d, BurgersSpec, generate_burgers};
 pub use dataset_spec::{DatasetSpec, builtin_names, builtin_system, builtin_text};
+pub use diffusion_reaction::{
+    DIFFUSION_REACTION, DIFFUSION_REACTION_DESCRIPTION, DiffusionReaction2d, DiffusionReactionSpec,
+    generate_diffusion_reaction,
+};
 pub use dir::{DatasetDir, load_dir, load_split, split_file_names};
 pub use equations::Equations;
 pub use error::DataError;
+pub use fft::{Complex64, Fft, Fft2, SpectralGrid};
 pub use field::{
     FIELD_MANIFEST_FILE, FIELD_SPLITS, FieldDir, FieldManifest, FieldParameter, FieldSet, REGIONS_FILE, SplitRuns,
     check_region_map, field_set_from_grid_dataset, is_field_dir, load_field_dir, read_field_npz, read_region_map,
@@ -59,6 +74,10 @@ pub use heat_regions::{
 };
 pub use io::{read_npz, write_npz};
 pub use manifest::{EnvInfo, FamilyInfo, MANIFEST_FILE, Manifest, SplitInfo};
+pub use navier_stokes::{
+    NAVIER_STOKES, NAVIER_STOKES_DESCRIPTION, NavierStokes2d, NavierStokesSpec, gaussian_random_field,
+    generate_navier_stokes,
+};
 pub use sampling::{Window, crop, random_window, subsample};
 pub use spec::{
     CollectionSpec, EnvRule, EnvironmentPlan, GridSpec, InitialRule, ParamValues, Parameter, SystemSpec,

@@ -13,6 +13,7 @@ use mixer_data::{
     FIELD_MANIFEST_FILE, FieldDir, FieldManifest, HEAT_REGIONS, HeatRegionsSpec, generate_heat_regions,
     generate_heat_regions_grown, load_field_dir, read_region_map,
 };
+use mixer_experts::FieldModelConfig;
 use mixer_train::{FieldMetrics, FieldRunConfig, evaluate_field, load_field_model, read_json, train_field, write_json};
 
 use crate::experiment::{merge, split_profile};
@@ -43,9 +44,12 @@ pub struct FieldExperiment {
     pub description: String,
     /// Data to generate.
     pub data: FieldDataSource,
-    /// Models compared: field model kinds (`smoe`, `cnn`, `coord-conv`, `lcn`); the configured
-    /// model for its own kind, the default settings for the others.
+    /// Models compared: names of `[run.models.NAME]` tables, or field model kinds (`smoe`, `cnn`,
+    /// `coord-conv`, `lcn`): the configured model for its own kind, the default settings for the
+    /// others.
     pub variants: Vec<String>,
+    /// Named models besides the configured one (`[run.models.NAME]`), trained like it.
+    pub models: std::collections::BTreeMap<String, FieldModelConfig>,
     /// Run config of the configured model under the chosen profile.
     pub run: FieldRunConfig,
     /// Training steps of variants that differ from `run.train.steps` (`[run.steps_by_variant]`:
@@ -94,6 +98,10 @@ impl FieldExperiment {
             Some(v) => v.try_into().map_err(|e: toml::de::Error| bad(format!("[run.steps_by_variant]: {e}")))?,
             None => Default::default(),
         };
+        let models = match run.as_table_mut().and_then(|t| t.remove("models")) {
+            Some(v) => v.try_into().map_err(|e: toml::de::Error| bad(format!("[run.models]: {e}")))?,
+            None => Default::default(),
+        };
         let run: FieldRunConfig = run.try_into().map_err(|e: toml::de::Error| bad(format!("[run]: {e}")))?;
         run.train.validate()?;
         #[derive(Deserialize)]
@@ -123,6 +131,7 @@ impl FieldExperiment {
             description: head.description,
             data: head.data,
             variants: head.variants,
+            models,
             run,
             steps_by_variant,
             rollout_steps: head.rollout_steps,
@@ -144,11 +153,14 @@ impl FieldExperiment {
         Ok(experiment)
     }
 
-    /// The run config of variant `kind`: the configured model when it is of that kind, else the
-    /// kind's default settings with the same training.
+    /// The run config of variant `kind`: the model named so in `[run.models]`, else the
+    /// configured model when it is of that kind, else the kind's default settings; all with the
+    /// same training.
     pub fn variant(&self, kind: &str) -> Result<FieldRunConfig, ExperimentError> {
         let mut run = self.run.clone();
-        if run.model.kind() != kind {
+        if let Some(model) = self.models.get(kind) {
+            run.model = model.clone();
+        } else if run.model.kind() != kind {
             run.model = toml::from_str(&format!("kind = \"{kind}\"")).map_err(|_| {
                 Error::config("variants", format!("unknown field model `{kind}`; use smoe, cnn, coord-conv or lcn"))
             })?;
@@ -374,15 +386,21 @@ pub fn field_markdown(record: &FieldExperimentRecord, link: impl Fn(&Path) -> St
 mod tests {
     use super::*;
     use mixer_data::HeatRegionsSpec;
+    use mixer_experts::ErrorCriterion;
 
     #[test]
     fn the_heat_regions_experiment_resolves_its_profiles_and_variants() {
         let quick = FieldExperiment::builtin("heat-regions", Profile::Quick).unwrap();
-        assert_eq!(quick.variants, ["smoe", "cnn", "coord-conv", "lcn"]);
-        assert_eq!((quick.run.train.steps, quick.run.train.lr), (2000, 1e-2));
+        assert_eq!(quick.variants, ["smoe", "smoe-quantile", "cnn", "coord-conv", "lcn"]);
+        assert_eq!((quick.run.train.steps, quick.run.train.lr), (5000, 1e-2));
         assert_eq!(quick.variant("smoe").unwrap().model, quick.run.model);
+        let FieldModelConfig::Smoe(quantile) = quick.variant("smoe-quantile").unwrap().model else {
+            panic!("smoe-quantile is a spatial mixture")
+        };
+        assert_eq!((quantile.criterion, quantile.restart_below), (ErrorCriterion::Quantile, None));
+        assert_eq!(quick.variant("smoe-quantile").unwrap().train, quick.run.train);
         assert_eq!(quick.variant("cnn").unwrap().train.steps, 150);
-        assert_eq!(quick.variant("lcn").unwrap().train.steps, 2000);
+        assert_eq!(quick.variant("lcn").unwrap().train.steps, 5000);
         assert_eq!(quick.data_spec(), HeatRegionsSpec::quick());
         let paper = FieldExperiment::builtin("heat-regions", Profile::Paper).unwrap();
         assert_eq!((paper.run.train.steps, paper.run.train.lr, paper.steps_by_variant.len()), (60000, 1e-3, 0));

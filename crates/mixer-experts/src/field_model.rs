@@ -11,7 +11,7 @@ use mixer_core::{Rng, host};
 use mixer_routers::{check_grid, conv_same, conv_weight, host_tensor, with_coordinates};
 
 use crate::ExpertError;
-use crate::smoe::{SmoeSettings, SpatialMoe};
+use crate::smoe::{SmoeSettings, SpatialMoe, restart_plan};
 
 /// A field model named in a config: `kind = "smoe" | "cnn" | "coord-conv" | "lcn"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -200,6 +200,8 @@ pub struct FieldLoss<B: Backend> {
     pub damped: f64,
     /// Locations routed to each expert over the batch (empty for a dense model).
     pub load: Vec<usize>,
+    /// Summed squared output error at each expert's locations (empty for a dense model).
+    pub error: Vec<f64>,
 }
 
 impl<B: Backend> FieldModel<B> {
@@ -223,7 +225,35 @@ impl<B: Backend> FieldModel<B> {
             return m.train_loss(x, target, rng);
         }
         let mse = (self.forward(x, rng)? - target).powi_scalar(2).mean();
-        Ok(FieldLoss { mse: host::to_vec(mse.clone())[0], loss: mse, rc: 0.0, damped: 0.0, load: vec![] })
+        Ok(FieldLoss {
+            mse: host::to_vec(mse.clone())[0],
+            loss: mse,
+            rc: 0.0,
+            damped: 0.0,
+            load: vec![],
+            error: vec![],
+        })
+    }
+
+    /// A mixture with `restart_below` set, after a window with per-expert `load` and `error`
+    /// (sums of [`FieldLoss`]'s): restarts its least used expert when due by splitting another
+    /// (see [`SmoeSettings::restart_below`]); returns `(from, to)`.
+    pub fn restart_idle(self, load: &[usize], error: &[f64], rng: &mut Rng) -> (Self, Option<(usize, usize)>) {
+        match self {
+            Self::Smoe(m) => match m.settings().restart_below.and_then(|below| restart_plan(load, error, below)) {
+                Some((from, to)) => (Self::Smoe(m.split_expert(from, to, rng)), Some((from, to))),
+                None => (Self::Smoe(m), None),
+            },
+            other => (other, None),
+        }
+    }
+
+    /// The parameters a restart copies, `(id, rank, rows per expert)` (empty for dense models).
+    pub fn expert_params(&self) -> Vec<(burn::module::ParamId, usize, usize)> {
+        match self {
+            Self::Smoe(m) => m.expert_params(),
+            _ => vec![],
+        }
     }
 
     /// Trainable parameters.

@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod afno;
 mod coda;
 mod config;
 mod field_model;
@@ -40,9 +41,11 @@ mod moe;
 mod ncf;
 mod plrnn;
 mod smoe;
+pub mod spectral;
 mod stacked;
 mod swish;
 
+pub use afno::{AFNO_INIT_SCALE, AfnoMixer, AfnoSettings};
 pub use coda::{CodaConfig, CodaExpert};
 pub use config::{AnyExpert, ExpertConfig};
 pub use field_model::{Cnn, CnnSettings, FieldLoss, FieldModel, FieldModelConfig, Lcn, LcnSettings};
@@ -54,9 +57,10 @@ pub use moe::{Dispatch, MixtureOfExperts, Rows};
 pub use ncf::{NcfConfig, NcfExpert, geometric_widths};
 pub use plrnn::{HierShPlrnn, HierShPlrnnConfig, PlrnnParams};
 pub use smoe::{
-    SlotDims, SmoeSettings, SpatialMoe, bce_with_logits, combine, damping_scale, quantile, rc_labels, scale_gradient,
-    select, selected_scores, slot_errors,
+    ErrorCriterion, SlotDims, SmoeSettings, SpatialMoe, bce_with_logits, best_damping_scale, best_experts, best_labels,
+    combine, damping_scale, quantile, rc_labels, restart_plan, scale_gradient, select, selected_scores, slot_errors,
 };
+pub use spectral::{Dft2, half_width};
 pub use swish::LearnableSwish;
 
 /// Errors of experts and the mixture layer.

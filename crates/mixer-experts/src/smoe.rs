@@ -25,7 +25,7 @@
 //! `y - target` up to the constant `2 / n`, so the layer must be the model's last (as in the
 //! paper's heat-diffusion runs, where it is the whole model).
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
@@ -33,9 +33,25 @@ use mixer_core::{Mode, Rng, host};
 use mixer_routers::{
     SpatialRouter, SpatialRouting, SpatialSettings, SpatialShape, check_grid, conv_same, conv_weight, host_tensor,
 };
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 
 use crate::ExpertError;
 use crate::field_model::FieldLoss;
+
+/// How the layer tells a wrong routing from a right one (expert error damping and RC labels).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCriterion {
+    /// The paper's: per sample, a selected position whose error exceeds the `q`-quantile of the
+    /// sample's errors (plus a margin) is wrong.
+    #[default]
+    Quantile,
+    /// A selected expert is wrong where another expert's output is closer to the target (every
+    /// expert runs on the whole grid, so the layer can tell); the RC label is the best expert.
+    /// Top-1 only; the quantiles are not read. Not robust yet: docs/results.md.
+    Best,
+}
 
 /// Settings of the spatial mixture-of-experts layer; defaults are the reference code's (latent
 /// gate, top-1, unweighted, RC loss and damping at quantile 0.7).
@@ -58,6 +74,12 @@ pub struct SmoeSettings {
     pub damping_factor: f64,
     /// Quantile of the routing-classification loss; `None` turns it off (default 0.7).
     pub rc_quantile: Option<f64>,
+    /// What counts as a wrong routing for damping and RC (default the paper's quantile).
+    pub criterion: ErrorCriterion,
+    /// Restart an expert routed to fewer than this share of the locations between two
+    /// validations as a copy of the expert with the largest squared error, which it then splits
+    /// with (k-means splitting; default off).
+    pub restart_below: Option<f64>,
     /// The gate and its per-location top-`k`.
     pub router: SpatialSettings,
 }
@@ -72,11 +94,19 @@ impl Default for SmoeSettings {
             damping_quantile: Some(0.7),
             damping_factor: 0.0,
             rc_quantile: Some(0.7),
+            criterion: ErrorCriterion::Quantile,
+            restart_below: None,
             router: SpatialSettings::default(),
         }
     }
 }
 
+/// Std of the noise on a restarted expert's gate copy (its scores then split the locations of
+/// the expert it copies about evenly).
+pub const RESTART_JITTER: f64 = 1e-2;
+/// Size of the opposite perturbations of a split expert's two halves, relative to the root mean
+/// square of its weights.
+pub const SPLIT_SCALE: f64 = 5e-2;
 /// Margin above the quantile under which an error counts as a correct routing (damping).
 const DAMPING_MARGIN: f64 = 1e-3;
 /// Margin above the quantile under which an error counts as a correct routing (RC labels).
@@ -88,10 +118,15 @@ impl SmoeSettings {
         let shape = SpatialShape { experts: self.experts, in_channels: channels, height, width };
         self.router.check(shape).map_err(mixer_core::Error::from)?;
         check_grid(height, width, self.kernel).map_err(mixer_core::Error::from)?;
-        for (field, q) in [("damping_quantile", self.damping_quantile), ("rc_quantile", self.rc_quantile)] {
+        let shares = [("damping_quantile", self.damping_quantile), ("rc_quantile", self.rc_quantile)];
+        for (field, q) in shares.into_iter().chain([("restart_below", self.restart_below)]) {
             if let Some(q) = q.filter(|q| !(0.0..=1.0).contains(q)) {
                 return Err(mixer_core::Error::config(field, format!("{q} is not a quantile in [0, 1]")).into());
             }
+        }
+        if self.criterion == ErrorCriterion::Best && self.router.top_k != 1 {
+            let msg = format!("the best-expert criterion needs top_k = 1, not {}", self.router.top_k);
+            return Err(mixer_core::Error::config("criterion", msg).into());
         }
         if !(0.0..=1.0).contains(&self.damping_factor) {
             let msg = format!("{} must lie in [0, 1] (0 cuts the gradient)", self.damping_factor);
@@ -155,6 +190,37 @@ impl<B: Backend> SpatialMoe<B> {
         Ok(combine(selected, gate, self.settings.weighted, true))
     }
 
+    /// The layer with expert `from` split in two (k-means splitting): `to` restarts as `from`'s
+    /// weights plus a random `delta` and `from` keeps them minus `delta` (`delta` of
+    /// [`SPLIT_SCALE`] times the weights' root mean square per entry), and `to`'s gate copies
+    /// `from`'s with a jitter of [`RESTART_JITTER`], so that the two share `from`'s cells and each
+    /// keeps those it fits better.
+    pub fn split_expert(self, from: usize, to: usize, rng: &mut Rng) -> Self {
+        let channels = self.experts.dims()[1];
+        let experts = self.experts.map(|w| {
+            let (dims, device, grad) = (w.dims(), w.device(), w.is_require_grad());
+            let mut values = host::to_vec(w);
+            let len = channels * values.len() / dims[0];
+            let rms = (values[from * len..(from + 1) * len].iter().map(|v| v * v).sum::<f64>() / len as f64).sqrt();
+            for i in 0..len {
+                let delta = SPLIT_SCALE * rms * rng.sample::<f64, _>(StandardNormal);
+                let w = values[from * len + i];
+                (values[to * len + i], values[from * len + i]) = (w + delta, w - delta);
+            }
+            host_tensor::<B, 4>(&values, dims, &device).set_require_grad(grad)
+        });
+        let router = self.router.clone_expert(from, to, RESTART_JITTER, rng);
+        Self { experts, router, settings: self.settings }
+    }
+
+    /// The parameters whose leading axis is the expert, `(id, rank, rows per expert)`: what a
+    /// restart copies, weights and optimiser moments alike.
+    pub fn expert_params(&self) -> Vec<(ParamId, usize, usize)> {
+        let mut out = vec![(self.experts.id, 4, self.experts.dims()[1])];
+        out.extend(self.router.expert_params().into_iter().map(|(id, rank)| (id, rank, 1)));
+        out
+    }
+
     fn route(&self, x: Tensor<B, 4>, mode: Mode, rng: &mut Rng) -> Result<SpatialRouting<B>, ExpertError> {
         Ok(self.router.route(x, mode, rng).map_err(mixer_core::Error::from)?)
     }
@@ -169,38 +235,53 @@ impl<B: Backend> SpatialMoe<B> {
     ) -> Result<FieldLoss<B>, ExpertError> {
         let s = &self.settings;
         let routing = self.route(x.clone(), Mode::Train, rng)?;
-        let selected = select(self.expert_outputs(x), &routing);
+        let outputs = self.expert_outputs(x);
+        let selected = select(outputs.clone(), &routing);
         let gate = selected_scores(&routing);
         let [b, k, c, h, w] = selected.dims();
         let e = s.experts;
         let sparse = e > k;
+        let dims = SlotDims { b, k, c, hw: h * w };
+        let damping_on = sparse && s.damping_quantile.is_some();
+        let rc_on = sparse && s.rc_quantile.is_some();
 
         // The error signal at the output, from the (gradient-free) value of the prediction.
         let value = combine(selected.clone().detach(), gate.clone().detach(), s.weighted, true);
         let residual = host::to_vec(value - target.clone());
+        let best = (s.criterion == ErrorCriterion::Best && (damping_on || rc_on)).then(|| {
+            let outputs = host::to_vec(outputs.detach());
+            best_experts(&outputs, &host::to_vec(target.clone()), &routing.host_indices, dims, e)
+        });
         let sel_host =
-            if s.weighted && s.rc_quantile.is_some() { host::to_vec(selected.clone().detach()) } else { vec![] };
-        let gate_host = if s.weighted { host::to_vec(gate.clone().detach()) } else { vec![] };
-        let dims = SlotDims { b, k, c, hw: h * w };
+            if s.weighted && rc_on && best.is_none() { host::to_vec(selected.clone().detach()) } else { vec![] };
+        let gate_host = if s.weighted && best.is_none() { host::to_vec(gate.clone().detach()) } else { vec![] };
 
-        let (selected, damped) = match s.damping_quantile.filter(|_| sparse) {
-            Some(q) => {
-                let err = slot_errors(&residual, &gate_host, &[], dims);
-                let scale = damping_scale(&err, dims, q, s.damping_factor);
-                let damped = scale.iter().filter(|&&v| v != 1.0).count() as f64 / scale.len() as f64;
-                let scale = host_tensor::<B, 5>(&scale, [b, k, 1, h, w], &selected.device());
-                (scale_gradient(selected, scale), damped)
-            }
-            None => (selected, 0.0),
+        let (selected, damped) = if damping_on {
+            let scale = match (&best, s.damping_quantile) {
+                (Some(best), _) => best_damping_scale(best, &routing.host_indices, s.damping_factor),
+                (None, Some(q)) => {
+                    damping_scale(&slot_errors(&residual, &gate_host, &[], dims), dims, q, s.damping_factor)
+                }
+                (None, None) => unreachable!("damping is on"),
+            };
+            let damped = scale.iter().filter(|&&v| v != 1.0).count() as f64 / scale.len() as f64;
+            let scale = host_tensor::<B, 5>(&scale, [b, k, 1, h, w], &selected.device());
+            (scale_gradient(selected, scale), damped)
+        } else {
+            (selected, 0.0)
         };
-        let rc_on = sparse && s.rc_quantile.is_some();
         let prediction = combine(selected, gate, s.weighted, s.block_gate_grad || rc_on);
         let mse_t = (prediction - target).powi_scalar(2).mean();
         let mut loss = mse_t.clone();
         let mut rc = 0.0;
-        if let Some(q) = s.rc_quantile.filter(|_| sparse) {
-            let err = slot_errors(&residual, &[], &sel_host, dims);
-            let labels = rc_labels(&err, &routing.host_indices, dims, e, q);
+        if rc_on {
+            let labels = match (&best, s.rc_quantile) {
+                (Some(best), _) => best_labels(best, dims, e),
+                (None, Some(q)) => {
+                    rc_labels(&slot_errors(&residual, &[], &sel_host, dims), &routing.host_indices, dims, e, q)
+                }
+                (None, None) => unreachable!("RC is on"),
+            };
             let labels = host_tensor::<B, 4>(&labels, [b, e, h, w], &routing.scores.device());
             let rc_t = bce_with_logits(routing.scores.clone(), labels);
             rc = host::to_vec(rc_t.clone())[0];
@@ -210,8 +291,13 @@ impl<B: Backend> SpatialMoe<B> {
             loss = loss + aux.value.mul_scalar(aux.coefficient);
         }
         let mut load = vec![0; e];
-        routing.host_indices.iter().for_each(|&i| load[i] += 1);
-        Ok(FieldLoss { loss, mse: host::to_vec(mse_t)[0], rc, damped, load })
+        let mut error = vec![0.0; e];
+        for (slot, &i) in routing.host_indices.iter().enumerate() {
+            let (sample, p) = (slot / (k * dims.hw), slot % dims.hw);
+            load[i] += 1;
+            error[i] += (0..c).map(|ch| residual[(sample * c + ch) * dims.hw + p].powi(2)).sum::<f64>();
+        }
+        Ok(FieldLoss { loss, mse: host::to_vec(mse_t)[0], rc, damped, load, error })
     }
 }
 
@@ -353,4 +439,57 @@ pub fn rc_labels(err: &[f64], indices: &[usize], d: SlotDims, experts: usize, q:
         }
     }
     labels
+}
+
+/// Per sample and location, the expert whose output `[B, E, C, H W]` is closest to the target
+/// `[B, C, H W]` in squared error, the selected one (`[B, 1, H W]`) on ties: `[B, H W]`.
+pub fn best_experts(outputs: &[f64], target: &[f64], selected: &[usize], d: SlotDims, experts: usize) -> Vec<usize> {
+    let error = |s: usize, e: usize, p: usize| -> f64 {
+        (0..d.c)
+            .map(|ch| (outputs[((s * experts + e) * d.c + ch) * d.hw + p] - target[(s * d.c + ch) * d.hw + p]).powi(2))
+            .sum()
+    };
+    let mut best = Vec::with_capacity(d.b * d.hw);
+    for s in 0..d.b {
+        for p in 0..d.hw {
+            let mut pick = selected[s * d.hw + p];
+            let mut low = error(s, pick, p);
+            for e in 0..experts {
+                let err = error(s, e, p);
+                if err < low {
+                    (pick, low) = (e, err);
+                }
+            }
+            best.push(pick);
+        }
+    }
+    best
+}
+
+/// Expert-gradient factors `[B, 1, H W]`: `factor` where the selected expert is not the best.
+pub fn best_damping_scale(best: &[usize], selected: &[usize], factor: f64) -> Vec<f64> {
+    best.iter().zip(selected).map(|(b, s)| if b == s { 1.0 } else { factor }).collect()
+}
+
+/// RC labels `[B, E, H W]` of the best-expert criterion: 1 for the best expert, 0 elsewhere.
+pub fn best_labels(best: &[usize], d: SlotDims, experts: usize) -> Vec<f64> {
+    let mut labels = vec![0.0; d.b * experts * d.hw];
+    for (i, &e) in best.iter().enumerate() {
+        let (s, p) = (i / d.hw, i % d.hw);
+        labels[(s * experts + e) * d.hw + p] = 1.0;
+    }
+    labels
+}
+
+/// The restart due after a window in which expert `i` was routed to `load[i]` locations with
+/// summed squared error `error[i]`: `(from, to)` when the least used expert `to` got less than
+/// `below` of the locations and another expert `from` (the one with the largest error) has some.
+pub fn restart_plan(load: &[usize], error: &[f64], below: f64) -> Option<(usize, usize)> {
+    let total = load.iter().sum::<usize>() as f64;
+    let to = (0..load.len()).min_by_key(|&i| load[i])?;
+    if total == 0.0 || load[to] as f64 >= below * total {
+        return None;
+    }
+    let from = (0..load.len()).filter(|&i| i != to && load[i] > 0).max_by(|&a, &b| error[a].total_cmp(&error[b]))?;
+    Some((from, to))
 }

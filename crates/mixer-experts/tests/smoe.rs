@@ -7,8 +7,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use mixer_core::{Mode, Rng, Seeds, host};
 use mixer_experts::{
-    SlotDims, SmoeSettings, bce_with_logits, combine, damping_scale, quantile, rc_labels, scale_gradient, select,
-    selected_scores, slot_errors,
+    ErrorCriterion, SlotDims, SmoeSettings, bce_with_logits, best_damping_scale, best_experts, best_labels, combine,
+    damping_scale, quantile, rc_labels, restart_plan, scale_gradient, select, selected_scores, slot_errors,
 };
 use mixer_routers::{SpatialRouting, host_tensor};
 
@@ -219,4 +219,66 @@ fn rc_loss_trains_the_gate_and_blocks_its_task_gradient() {
             .sum();
         assert!((g - expected).abs() < 1e-12, "{i}: {g} vs {expected}");
     }
+}
+
+#[test]
+fn the_best_expert_is_judged_per_sample() {
+    // Two samples, two locations, E = 2, one channel; target 0 everywhere.
+    // Sample 0: expert 0 errs 0.1 / 0.3, expert 1 0.2 / 0.3 (a tie at location 1).
+    // Sample 1: expert 0 errs 0.5 / 0.0, expert 1 0.1 / 0.1.
+    #[rustfmt::skip]
+    let outputs = [
+        0.1, 0.3, 0.2, 0.3, // sample 0: expert 0, expert 1
+        0.5, 0.0, 0.1, 0.1, // sample 1
+    ];
+    let d = SlotDims { b: 2, k: 1, c: 1, hw: 2 };
+    let selected = [1, 1, 0, 0];
+    // Sample 0 location 1 ties and keeps its pick (1).
+    assert_eq!(best_experts(&outputs, &[0.0; 4], &selected, d, 2), vec![0, 1, 1, 0]);
+    // Against targets 0.1 / 0 and 0 / 0.1: sample 1 location 1 now favours expert 1 (0 vs 0.01).
+    let target = [0.1, 0.0, 0.0, 0.1];
+    assert_eq!(best_experts(&outputs, &target, &selected, d, 2), vec![0, 1, 1, 1]);
+    let best = [1, 0, 1, 0];
+    assert_eq!(best_damping_scale(&best, &selected, 0.0), vec![1.0, 0.0, 0.0, 1.0]);
+    assert_eq!(best_labels(&best, d, 2), vec![0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
+}
+
+#[test]
+fn an_idle_expert_restarts_by_splitting_the_worst_one() {
+    // Expert 2 got 1 % of the locations: it restarts from the one with the largest error (0).
+    assert_eq!(restart_plan(&[60, 39, 1], &[5.0, 1.0, 0.0], 0.05), Some((0, 2)));
+    assert_eq!(restart_plan(&[60, 35, 5], &[5.0, 1.0, 0.0], 0.05), None);
+    assert_eq!(restart_plan(&[0, 0, 0], &[0.0; 3], 0.05), None);
+    let device = Default::default();
+    let settings = SmoeSettings { criterion: ErrorCriterion::Best, restart_below: Some(0.05), ..Default::default() };
+    let layer = settings.init::<TestAutodiffBackend>(1, 4, 5, &mut Seeds::new(3).stream("init"), &device).unwrap();
+    let ids: Vec<_> = layer.expert_params().into_iter().map(|(id, ..)| id).collect();
+    let x = field::<TestAutodiffBackend>(&mut Seeds::new(4).stream("x"), 2, &device);
+    let before = host::to_vec(layer.expert_outputs(x.clone()));
+    let lambda = host::to_vec(layer.router().latent().unwrap());
+    let split = layer.split_expert(0, 2, &mut Seeds::new(5).stream("restart"));
+    assert_eq!(ids, split.expert_params().into_iter().map(|(id, ..)| id).collect::<Vec<_>>(), "ids kept");
+    // Experts 0 and 2 are now expert 0's weights minus and plus one perturbation (the
+    // convolution is linear: their mean output is expert 0's old one); expert 1 is untouched.
+    let after = host::to_vec(split.expert_outputs(x.clone()));
+    let expert = |v: &[f64], s: usize, e: usize| v[(s * 3 + e) * 20..(s * 3 + e + 1) * 20].to_vec();
+    for s in 0..2 {
+        let (old, minus, plus) = (expert(&before, s, 0), expert(&after, s, 0), expert(&after, s, 2));
+        let spread = old.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        for p in 0..20 {
+            assert!(((minus[p] + plus[p]) / 2.0 - old[p]).abs() < 1e-12);
+            assert!((plus[p] - old[p]).abs() < 0.5 * spread, "a perturbation of a few percent");
+        }
+        assert!(minus != plus);
+        assert_eq!(expert(&after, s, 1), expert(&before, s, 1));
+    }
+    // The gate copy is jittered by about 1e-2; the restarted layer still trains.
+    let new_lambda = host::to_vec(split.router().latent().unwrap());
+    let jitter: Vec<f64> = (0..20).map(|p| new_lambda[40 + p] - lambda[p]).collect();
+    assert!(jitter.iter().all(|j| j.abs() < 0.06) && jitter.iter().any(|j| j.abs() > 1e-4), "{jitter:?}");
+    assert_eq!(new_lambda[..40], lambda[..40]);
+    let loss = split.train_loss(x.clone(), x, &mut Seeds::new(6).stream("route")).unwrap();
+    assert_eq!(loss.load.iter().sum::<usize>(), 40);
+    let grads = loss.loss.backward();
+    assert!(split.router().latent().unwrap().grad(&grads).is_some(), "the copied gate still gets gradient");
 }

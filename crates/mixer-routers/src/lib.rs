@@ -78,7 +78,7 @@ pub use select::{argmax_lowest, softmax_row, topk_lowest};
 pub use shared_routed::{SharedRouted, SharedRoutedSettings};
 pub use spatial::{
     SpatialGateKind, SpatialRouter, SpatialRouting, SpatialSettings, SpatialShape, check_grid, conv_same, conv_weight,
-    host_tensor, top_k_per_location, with_coordinates,
+    copy_block, copy_rows, host_tensor, top_k_per_location, with_coordinates,
 };
 pub use spec::{RouterShape, RouterSpec};
 pub use switch::{Switch, SwitchSettings};

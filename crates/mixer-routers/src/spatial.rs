@@ -13,7 +13,7 @@
 //! own shape ([`SpatialShape`]) instead of the `[N, d]` features of [`mixer_core::Router`]; its
 //! promises are checked by `tests/spatial_contract.rs`.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend};
@@ -208,6 +208,38 @@ pub fn host_tensor<B: Backend, const D: usize>(values: &[f64], shape: [usize; D]
     Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
 }
 
+/// `t` with its leading-axis block `to` (blocks of `block` rows) replaced by block `from` plus
+/// Gaussian noise of std `jitter`; keeps the gradient flag.
+pub fn copy_rows<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+    block: usize,
+    from: usize,
+    to: usize,
+    jitter: f64,
+    rng: &mut Rng,
+) -> Tensor<B, D> {
+    let (dims, device, grad) = (t.dims(), t.device(), t.is_require_grad());
+    let mut values = host::to_vec(t);
+    let len = block * values.len() / dims[0];
+    for i in 0..len {
+        let noise = if jitter > 0.0 { jitter * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
+        values[to * len + i] = values[from * len + i] + noise;
+    }
+    host_tensor::<B, D>(&values, dims, &device).set_require_grad(grad)
+}
+
+/// [`copy_rows`] on a parameter, keeping its id.
+pub fn copy_block<B: Backend, const D: usize>(
+    param: Param<Tensor<B, D>>,
+    block: usize,
+    from: usize,
+    to: usize,
+    jitter: f64,
+    rng: &mut Rng,
+) -> Param<Tensor<B, D>> {
+    param.map(|t| copy_rows(t, block, from, to, jitter, rng))
+}
+
 /// The spatial router: a gate over the grid and per-location top-`k`.
 #[derive(Module, Debug)]
 pub struct SpatialRouter<B: Backend> {
@@ -264,6 +296,25 @@ impl<B: Backend> SpatialRouter<B> {
     /// The shape the router was built for.
     pub fn shape(&self) -> SpatialShape {
         self.shape
+    }
+
+    /// The router with expert `to`'s gate (latent scores, or filter and bias) a copy of expert
+    /// `from`'s plus Gaussian noise of std `jitter`, so that `to` takes over part of `from`'s
+    /// locations.
+    pub fn clone_expert(mut self, from: usize, to: usize, jitter: f64, rng: &mut Rng) -> Self {
+        self.latent = self.latent.map(|p| copy_block(p, 1, from, to, jitter, rng));
+        self.conv = self.conv.map(|p| copy_block(p, 1, from, to, jitter, rng));
+        self.bias = self.bias.map(|p| copy_block(p, 1, from, to, jitter, rng));
+        self
+    }
+
+    /// The gate's parameters whose leading axis is the expert: `(id, rank)`.
+    pub fn expert_params(&self) -> Vec<(ParamId, usize)> {
+        let mut out = vec![];
+        out.extend(self.latent.as_ref().map(|p| (p.id, 3)));
+        out.extend(self.conv.as_ref().map(|p| (p.id, 4)));
+        out.extend(self.bias.as_ref().map(|p| (p.id, 1)));
+        out
     }
 
     /// Clean scores `R: [B, E, H, W]` of the fields `x: [B, C, H, W]`.

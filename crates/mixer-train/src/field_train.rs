@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::record::AdaptorRecord;
+use burn::optim::{Adam, AdamConfig, AdamState, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use mixer_core::{Error, Rng, Seeds};
 use mixer_data::{FieldDir, FieldSet};
 use mixer_experts::{FieldModel, FieldModelConfig};
+use mixer_routers::copy_rows;
 
 use crate::checkpoint::{latest, load_module, load_record, publish, save_module, save_record, staging};
 use crate::{TrainError, read_json, write_json};
@@ -109,6 +112,9 @@ pub struct FieldCurvePoint {
     pub damped: f64,
     /// Mean RC loss since the previous point (mixtures with RC).
     pub rc: f64,
+    /// The expert restart made at this point, `[from, to]` (mixtures with `restart_below`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<[usize; 2]>,
 }
 
 /// Where a field run stands (`state.json` of its checkpoints).
@@ -133,6 +139,12 @@ pub struct FieldTrainState {
     /// The training seed (initial weights, batches, routing noise).
     #[serde(default)]
     pub seed: u64,
+    /// Locations routed to each expert since the last validation (mixtures).
+    #[serde(default)]
+    pub window_load: Vec<usize>,
+    /// Summed squared error at each expert's locations since the last validation (mixtures).
+    #[serde(default)]
+    pub window_error: Vec<f64>,
 }
 
 /// The file names of a field run folder.
@@ -290,6 +302,10 @@ pub fn train_field<B: AutodiffBackend>(
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optim.step(state.lr, model, grads);
         (mse_sum, rc_sum, damped_sum, count) = (mse_sum + out.mse, rc_sum + out.rc, damped_sum + out.damped, count + 1);
+        state.window_load.resize(out.load.len(), 0);
+        state.window_error.resize(out.error.len(), 0.0);
+        state.window_load.iter_mut().zip(&out.load).for_each(|(a, b)| *a += b);
+        state.window_error.iter_mut().zip(&out.error).for_each(|(a, b)| *a += b);
         state.step += 1;
         if state.step.is_multiple_of(t.eval_every) || state.step == t.steps {
             let valid = model.valid();
@@ -302,16 +318,31 @@ pub fn train_field<B: AutodiffBackend>(
                 lr: state.lr,
                 damped: damped_sum / n,
                 rc: rc_sum / n,
+                restart: None,
             });
             (mse_sum, rc_sum, damped_sum, count) = (0.0, 0.0, 0.0, 0);
+            let (load, error) = (std::mem::take(&mut state.window_load), std::mem::take(&mut state.window_error));
             if state.best_val.is_none_or(|b| val_mse < b) {
                 (state.best_val, state.best_step, state.since_best) = (Some(val_mse), state.step, 0);
                 best = model.clone();
             } else {
                 state.since_best += 1;
                 if t.plateau > 0 && state.since_best >= t.plateau {
-                    state.lr *= 0.5;
                     state.since_best = 0;
+                    // A stalled mixture with an idle expert splits its worst one (k-means
+                    // splitting) and keeps its learning rate; otherwise the rate halves.
+                    let restart;
+                    let mut rng = seeds.stream(&format!("restart-{}", state.step));
+                    (model, restart) = model.restart_idle(&load, &error, &mut rng);
+                    match restart {
+                        Some((from, to)) => {
+                            let record = copy_moments_of(optim.to_record(), &model, from, to);
+                            optim = optim.load_record(record);
+                            tracing::info!(step = state.step, from, to, "split an expert into an idle one");
+                            state.curve.last_mut().expect("pushed above").restart = Some([from, to]);
+                        }
+                        None => state.lr *= 0.5,
+                    }
                 }
             }
             bar.set_message(format!("train {:.3e}  val {val_mse:.3e}  lr {:.1e}", mse_sum_shown(&state), state.lr));
@@ -331,6 +362,55 @@ pub fn train_field<B: AutodiffBackend>(
     bar.finish();
     save_module(&best, run, FIELD_MODEL_FILE)?;
     Ok((best, state))
+}
+
+/// The optimiser state of a field run.
+type AdamRecord<B> = <OptimizerAdaptor<Adam, FieldModel<B>, B> as Optimizer<FieldModel<B>, B>>::Record;
+
+/// The Adam record of `model` after a restart of expert `to` from `from`: the moments of every
+/// expert-indexed parameter copied from `from`'s block to `to`'s.
+fn copy_moments_of<B: AutodiffBackend>(
+    mut record: AdamRecord<B>,
+    model: &FieldModel<B>,
+    from: usize,
+    to: usize,
+) -> AdamRecord<B> {
+    for (id, rank, block) in model.expert_params() {
+        if let Some(r) = record.remove(&id) {
+            record.insert(id, copy_moments::<B>(r, rank, block, from, to));
+        }
+    }
+    record
+}
+
+/// An Adam record of a parameter of `rank` with its expert block `to` (blocks of `block` rows)
+/// replaced by block `from`, in both moments.
+fn copy_moments<B: AutodiffBackend>(
+    record: AdaptorRecord<Adam, B>,
+    rank: usize,
+    block: usize,
+    from: usize,
+    to: usize,
+) -> AdaptorRecord<Adam, B> {
+    fn copy<B: AutodiffBackend, const D: usize>(
+        record: AdaptorRecord<Adam, B>,
+        block: usize,
+        from: usize,
+        to: usize,
+    ) -> AdaptorRecord<Adam, B> {
+        let mut state: AdamState<B::InnerBackend, D> = record.into_state();
+        let rng = &mut Seeds::new(0).stream("unused: no jitter");
+        let m = &mut state.momentum;
+        m.moment_1 = copy_rows(m.moment_1.clone(), block, from, to, 0.0, rng);
+        m.moment_2 = copy_rows(m.moment_2.clone(), block, from, to, 0.0, rng);
+        AdaptorRecord::from_state(state)
+    }
+    match rank {
+        1 => copy::<B, 1>(record, block, from, to),
+        3 => copy::<B, 3>(record, block, from, to),
+        4 => copy::<B, 4>(record, block, from, to),
+        _ => unreachable!("expert parameters have rank 1, 3 or 4"),
+    }
 }
 
 /// The training MSE of the newest curve point (for the progress message).

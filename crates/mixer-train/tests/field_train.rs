@@ -5,8 +5,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use mixer_core::Seeds;
 use mixer_data::{HeatRegionsSpec, generate_heat_regions};
-use mixer_experts::{FieldModelConfig, LcnSettings, SmoeSettings};
-use mixer_train::{FieldRunConfig, FieldTrainSettings, evaluate_field, train_field};
+use mixer_experts::{ErrorCriterion, FieldModelConfig, LcnSettings, SmoeSettings};
+use mixer_train::{FieldEval, FieldRunConfig, FieldTrainSettings, evaluate_field, train_field};
 use ndarray::Array2;
 
 type B = Autodiff<NdArray<f64>>;
@@ -21,10 +21,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// A 12 x 12 grid: left half diffusivity 0.25, right half 0.025.
 fn halves(runs: usize, frames: usize) -> mixer_data::FieldDir {
-    let map = Array2::from_shape_fn((12, 12), |(_, j)| usize::from(j >= 6));
+    stripes(&[0.25, 0.025], runs, frames)
+}
+
+/// A 12 x 12 grid of vertical stripes of equal width, one per diffusivity.
+fn stripes(diffusivity: &[f64], runs: usize, frames: usize) -> mixer_data::FieldDir {
+    let width = 12 / diffusivity.len();
+    let map = Array2::from_shape_fn((12, 12), |(_, j)| j / width);
     let spec = HeatRegionsSpec {
         size: 12,
-        diffusivity: vec![0.25, 0.025],
+        diffusivity: diffusivity.to_vec(),
         frames,
         train_runs: runs,
         val_runs: 2,
@@ -69,16 +75,20 @@ fn a_resumed_run_repeats_an_uninterrupted_one_and_other_configs_are_refused() {
     assert!(err.to_string().contains("steps"), "{err}");
 }
 
+/// Trains the mixture `smoe` on `data` for `steps` (seed 1) in `dir` and scores it.
+fn train_and_score(data: &mixer_data::FieldDir, smoe: SmoeSettings, steps: usize, dir: &std::path::Path) -> FieldEval {
+    let config = FieldRunConfig { model: FieldModelConfig::Smoe(smoe), train: settings(steps, 1e-2) };
+    let device = Default::default();
+    let (model, _) = train_field::<B>(&config, data, dir, 1, false, &device).unwrap();
+    evaluate_field(&model.valid(), data, 5, 16, &mut Seeds::new(1).stream("eval"), &device).unwrap()
+}
+
 #[test]
 fn the_spatial_mixture_separates_two_diffusivity_regions() {
     let _serial = serial();
     let data = halves(6, 8);
     let dir = tempfile::tempdir().unwrap();
-    let smoe = SmoeSettings { experts: 2, ..Default::default() };
-    let config = FieldRunConfig { model: FieldModelConfig::Smoe(smoe), train: settings(3000, 1e-2) };
-    let device = Default::default();
-    let (model, _) = train_field::<B>(&config, &data, dir.path(), 1, false, &device).unwrap();
-    let eval = evaluate_field(&model.valid(), &data, 5, 16, &mut Seeds::new(1).stream("eval"), &device).unwrap();
+    let eval = train_and_score(&data, SmoeSettings { experts: 2, ..Default::default() }, 3000, dir.path());
     let m = &eval.metrics;
     // The expert map is the region map (up to renaming) and the stencils are exact.
     assert_eq!((m.gate_ari, m.gate_iou), (Some(1.0), Some(1.0)), "{m:?}\n{:?}", eval.expert_map);
@@ -87,8 +97,18 @@ fn the_spatial_mixture_separates_two_diffusivity_regions() {
     // The quantiles of the published heat command (0.3) leave the second expert untrained here.
     let published =
         SmoeSettings { experts: 2, damping_quantile: Some(0.3), rc_quantile: Some(0.3), ..Default::default() };
-    let config = FieldRunConfig { model: FieldModelConfig::Smoe(published), train: settings(3000, 1e-2) };
-    let (model, _) = train_field::<B>(&config, &data, &dir.path().join("q03"), 1, false, &device).unwrap();
-    let eval = evaluate_field(&model.valid(), &data, 5, 16, &mut Seeds::new(1).stream("eval"), &device).unwrap();
+    let eval = train_and_score(&data, published, 3000, &dir.path().join("q03"));
     assert!(eval.metrics.gate_ari.unwrap() < 0.9 && eval.metrics.mse > 1e-6, "{:?}", eval.metrics);
+}
+
+#[test]
+fn the_best_expert_criterion_separates_two_diffusivity_regions() {
+    let _serial = serial();
+    let data = halves(6, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let smoe = SmoeSettings { experts: 2, criterion: ErrorCriterion::Best, ..Default::default() };
+    let eval = train_and_score(&data, smoe, 1500, dir.path());
+    let m = &eval.metrics;
+    assert_eq!((m.gate_ari, m.gate_iou), (Some(1.0), Some(1.0)), "{m:?}\n{:?}", eval.expert_map);
+    assert!(m.percent_close > 99.9 && m.mse < 1e-12, "{m:?}");
 }
