@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 use crate::fft::{Complex64, SpectralGrid};
-use crate::field::{
-    FieldDir, FieldManifest, FieldParameter, FieldSet, SplitRuns, check_frame, per_run_parameter, simulate_runs,
-};
+use crate::field::{FieldDir, FieldParameter, FieldSet, check_frame, pde_dir, pick_profile, simulate_runs, substeps};
 use crate::navier_stokes::gaussian_random_field;
 
 /// The system's name (`mixer generate --system burgers`).
@@ -95,16 +93,12 @@ impl BurgersSpec {
 
     /// The settings of profile `name` (`quick` or `paper`).
     pub fn profile(name: &str) -> Result<Self, DataError> {
-        match name {
-            "quick" => Ok(Self::quick()),
-            "paper" => Ok(Self::paper()),
-            other => Err(DataError::spec(BURGERS, "profile", format!("`{other}` is not quick or paper"))),
-        }
+        pick_profile(BURGERS, name, Self::quick, Self::paper)
     }
 
     /// Internal steps per frame: the fewest whose step is at most `time_step`.
     pub fn substeps(&self) -> usize {
-        ((self.record_dt / self.time_step) * (1.0 - 1e-12)).ceil().max(1.0) as usize
+        substeps(self.record_dt, self.time_step)
     }
 
     /// Checks every setting.
@@ -357,30 +351,14 @@ pub fn generate_burgers(spec: &BurgersSpec, seed: u64, progress: &ProgressBar) -
     };
     let (train, val, test) =
         (split("train", spec.train_runs)?, split("val", spec.val_runs)?, split("test", spec.test_runs)?);
-    let mut parameters = vec![
+    let parameters = vec![
         FieldParameter { name: "viscosity".into(), values: spec.viscosity.clone() },
         FieldParameter { name: "amplitude".into(), values: vec![spec.amplitude] },
         FieldParameter { name: "time_step".into(), values: vec![spec.record_dt / spec.substeps() as f64] },
         FieldParameter { name: "ic_tau_alpha".into(), values: vec![spec.ic_tau, spec.ic_alpha] },
     ];
-    for (name, runs) in [("train", spec.train_runs), ("val", spec.val_runs), ("test", spec.test_runs)] {
-        parameters.push(per_run_parameter(name, "viscosity", &spec.viscosity, runs));
-    }
-    let manifest = FieldManifest {
-        name: BURGERS.to_string(),
-        description: BURGERS_DESCRIPTION.to_string(),
-        grid: [n, n],
-        channels: 2,
-        frames: spec.frames,
-        dt: spec.record_dt,
-        seed,
-        runs: SplitRuns { train: spec.train_runs, val: spec.val_runs, test: spec.test_runs },
-        diffusivity: Vec::new(),
-        parameters,
-        region_source: None,
-        region_cells: Vec::new(),
-    };
-    Ok(FieldDir { name: BURGERS.to_string(), train, val, test, regions: None, manifest })
+    let system = (BURGERS, BURGERS_DESCRIPTION);
+    Ok(pde_dir(system, seed, parameters, ("viscosity", &spec.viscosity), [train, val, test]))
 }
 
 #[cfg(test)]

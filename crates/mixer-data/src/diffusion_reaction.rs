@@ -15,9 +15,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
-use crate::field::{
-    FieldDir, FieldManifest, FieldParameter, FieldSet, SplitRuns, check_frame, per_run_parameter, simulate_runs,
-};
+use crate::field::{FieldDir, FieldParameter, FieldSet, check_frame, pde_dir, pick_profile, simulate_runs, substeps};
 
 /// The system's name (`mixer generate --system diffusion-reaction`).
 pub const DIFFUSION_REACTION: &str = "diffusion-reaction";
@@ -90,16 +88,12 @@ impl DiffusionReactionSpec {
 
     /// The settings of profile `name` (`quick` or `paper`).
     pub fn profile(name: &str) -> Result<Self, DataError> {
-        match name {
-            "quick" => Ok(Self::quick()),
-            "paper" => Ok(Self::paper()),
-            other => Err(DataError::spec(DIFFUSION_REACTION, "profile", format!("`{other}` is not quick or paper"))),
-        }
+        pick_profile(DIFFUSION_REACTION, name, Self::quick, Self::paper)
     }
 
     /// Internal steps per frame: the fewest whose step is at most `time_step`.
     pub fn substeps(&self) -> usize {
-        ((self.record_dt / self.time_step) * (1.0 - 1e-12)).ceil().max(1.0) as usize
+        substeps(self.record_dt, self.time_step)
     }
 
     /// Checks every setting, the time step against the explicit diffusion limit included.
@@ -328,30 +322,14 @@ pub fn generate_diffusion_reaction(
     };
     let (train, val, test) =
         (split("train", spec.train_runs)?, split("val", spec.val_runs)?, split("test", spec.test_runs)?);
-    let mut parameters = vec![
+    let parameters = vec![
         FieldParameter { name: "k".into(), values: spec.k.clone() },
         FieldParameter { name: "du".into(), values: vec![spec.du] },
         FieldParameter { name: "dv".into(), values: vec![spec.dv] },
         FieldParameter { name: "time_step".into(), values: vec![spec.record_dt / spec.substeps() as f64] },
     ];
-    for (name, runs) in [("train", spec.train_runs), ("val", spec.val_runs), ("test", spec.test_runs)] {
-        parameters.push(per_run_parameter(name, "k", &spec.k, runs));
-    }
-    let manifest = FieldManifest {
-        name: DIFFUSION_REACTION.to_string(),
-        description: DIFFUSION_REACTION_DESCRIPTION.to_string(),
-        grid: [n, n],
-        channels: 2,
-        frames: spec.frames,
-        dt: spec.record_dt,
-        seed,
-        runs: SplitRuns { train: spec.train_runs, val: spec.val_runs, test: spec.test_runs },
-        diffusivity: Vec::new(),
-        parameters,
-        region_source: None,
-        region_cells: Vec::new(),
-    };
-    Ok(FieldDir { name: DIFFUSION_REACTION.to_string(), train, val, test, regions: None, manifest })
+    let system = (DIFFUSION_REACTION, DIFFUSION_REACTION_DESCRIPTION);
+    Ok(pde_dir(system, seed, parameters, ("k", &spec.k), [train, val, test]))
 }
 
 #[cfg(test)]

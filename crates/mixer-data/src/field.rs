@@ -161,6 +161,50 @@ pub(crate) fn per_run_parameter(split: &str, name: &str, values: &[f64], runs: u
     FieldParameter { name: format!("{split}.{name}"), values }
 }
 
+/// Internal steps per recorded frame: the fewest whose step is at most `time_step`.
+pub(crate) fn substeps(record_dt: f64, time_step: f64) -> usize {
+    ((record_dt / time_step) * (1.0 - 1e-12)).ceil().max(1.0) as usize
+}
+
+/// The settings of profile `name` of `system`: `quick()` or `paper()`.
+pub(crate) fn pick_profile<T>(system: &str, name: &str, quick: fn() -> T, paper: fn() -> T) -> Result<T, DataError> {
+    match name {
+        "quick" => Ok(quick()),
+        "paper" => Ok(paper()),
+        other => Err(DataError::spec(system, "profile", format!("`{other}` is not quick or paper"))),
+    }
+}
+
+/// A generated PDE dataset (no region map) from its splits: `parameters` hold the dataset's
+/// settings, `per_run = (name, values)` the setting that cycles over the runs of every split.
+pub(crate) fn pde_dir(
+    (system, description): (&str, &str),
+    seed: u64,
+    mut parameters: Vec<FieldParameter>,
+    (name, values): (&str, &[f64]),
+    [train, val, test]: [FieldSet; 3],
+) -> FieldDir {
+    for (split, set) in [("train", &train), ("val", &val), ("test", &test)] {
+        parameters.push(per_run_parameter(split, name, values, set.runs()));
+    }
+    let (h, w) = train.grid();
+    let manifest = FieldManifest {
+        name: system.to_string(),
+        description: description.to_string(),
+        grid: [h, w],
+        channels: train.channels(),
+        frames: train.frames(),
+        dt: train.dt,
+        seed,
+        runs: SplitRuns { train: train.runs(), val: val.runs(), test: test.runs() },
+        diffusivity: Vec::new(),
+        parameters,
+        region_source: None,
+        region_cells: Vec::new(),
+    };
+    FieldDir { name: system.to_string(), train, val, test, regions: None, manifest }
+}
+
 /// Largest magnitude a generated field value may reach before a run counts as blown up.
 pub(crate) const BLOWUP_BOUND: f64 = 1e6;
 

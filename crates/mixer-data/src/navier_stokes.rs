@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 use crate::fft::{Complex64, SpectralGrid};
-use crate::field::{
-    FieldDir, FieldManifest, FieldParameter, FieldSet, SplitRuns, check_frame, per_run_parameter, simulate_runs,
-};
+use crate::field::{FieldDir, FieldParameter, FieldSet, check_frame, pde_dir, pick_profile, simulate_runs, substeps};
 
 /// The system's name (`mixer generate --system navier-stokes`).
 pub const NAVIER_STOKES: &str = "navier-stokes";
@@ -93,16 +91,12 @@ impl NavierStokesSpec {
 
     /// The settings of profile `name` (`quick` or `paper`).
     pub fn profile(name: &str) -> Result<Self, DataError> {
-        match name {
-            "quick" => Ok(Self::quick()),
-            "paper" => Ok(Self::paper()),
-            other => Err(DataError::spec(NAVIER_STOKES, "profile", format!("`{other}` is not quick or paper"))),
-        }
+        pick_profile(NAVIER_STOKES, name, Self::quick, Self::paper)
     }
 
     /// Internal steps per frame: the fewest whose step is at most `time_step`.
     pub fn substeps(&self) -> usize {
-        ((self.record_dt / self.time_step) * (1.0 - 1e-12)).ceil().max(1.0) as usize
+        substeps(self.record_dt, self.time_step)
     }
 
     /// Checks every setting.
@@ -389,30 +383,14 @@ pub fn generate_navier_stokes(
     };
     let (train, val, test) =
         (split("train", spec.train_runs)?, split("val", spec.val_runs)?, split("test", spec.test_runs)?);
-    let mut parameters = vec![
+    let parameters = vec![
         FieldParameter { name: "viscosity".into(), values: spec.viscosity.clone() },
         FieldParameter { name: "forcing".into(), values: vec![spec.forcing] },
         FieldParameter { name: "time_step".into(), values: vec![spec.record_dt / spec.substeps() as f64] },
         FieldParameter { name: "ic_sigma_tau_alpha".into(), values: vec![spec.ic_sigma, spec.ic_tau, spec.ic_alpha] },
     ];
-    for (name, runs) in [("train", spec.train_runs), ("val", spec.val_runs), ("test", spec.test_runs)] {
-        parameters.push(per_run_parameter(name, "viscosity", &spec.viscosity, runs));
-    }
-    let manifest = FieldManifest {
-        name: NAVIER_STOKES.to_string(),
-        description: NAVIER_STOKES_DESCRIPTION.to_string(),
-        grid: [n, n],
-        channels: 1,
-        frames: spec.frames,
-        dt: spec.record_dt,
-        seed,
-        runs: SplitRuns { train: spec.train_runs, val: spec.val_runs, test: spec.test_runs },
-        diffusivity: Vec::new(),
-        parameters,
-        region_source: None,
-        region_cells: Vec::new(),
-    };
-    Ok(FieldDir { name: NAVIER_STOKES.to_string(), train, val, test, regions: None, manifest })
+    let system = (NAVIER_STOKES, NAVIER_STOKES_DESCRIPTION);
+    Ok(pde_dir(system, seed, parameters, ("viscosity", &spec.viscosity), [train, val, test]))
 }
 
 #[cfg(test)]
