@@ -49,7 +49,7 @@ pub enum ErrorCriterion {
     Quantile,
     /// A selected expert is wrong where another expert's output is closer to the target (every
     /// expert runs on the whole grid, so the layer can tell); the RC label is the best expert.
-    /// Top-1 only; the quantiles are not read. Not robust yet: docs/results.md.
+    /// Top-1 only; the quantiles are not read.
     Best,
 }
 
@@ -76,9 +76,10 @@ pub struct SmoeSettings {
     pub rc_quantile: Option<f64>,
     /// What counts as a wrong routing for damping and RC (default the paper's quantile).
     pub criterion: ErrorCriterion,
-    /// Restart an expert routed to fewer than this share of the locations between two
-    /// validations as a copy of the expert with the largest squared error, which it then splits
-    /// with (k-means splitting; default off).
+    /// When the validation MSE stalls, an expert routed to fewer than this share of the
+    /// locations since the last validation restarts as one half of the expert with the largest
+    /// squared error (k-means splitting, [`SpatialMoe::split_expert`]; default off; on
+    /// heat-regions it finds all regions on two training seeds of three, docs/results.md).
     pub restart_below: Option<f64>,
     /// The gate and its per-location top-`k`.
     pub router: SpatialSettings,
