@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 use crate::fft::{Complex64, SpectralGrid};
-use crate::field::{FieldDir, FieldParameter, FieldSet, check_frame, pde_dir, pick_profile, simulate_runs, substeps};
+use crate::field::{
+    FieldDir, FieldParameter, FieldSet, check_fft_size, check_frame, check_pde_spec, check_values, pde_dir,
+    pick_profile, simulate_runs, substeps,
+};
 use crate::navier_stokes::gaussian_random_field;
 
 /// The system's name (`mixer generate --system burgers`).
@@ -103,50 +106,23 @@ impl BurgersSpec {
 
     /// Checks every setting.
     pub fn check(&self) -> Result<(), DataError> {
-        let err = |field: &str, reason: String| Err(DataError::spec(BURGERS, field, reason));
-        if self.size < 4 || !self.size.is_power_of_two() {
-            return err("size", format!("{} is not a power of two of at least 4 (the FFT needs one)", self.size));
-        }
-        if self.frames < 2 {
-            return Err(DataError::TooFewFrames { frames: self.frames });
-        }
-        if self.viscosity.is_empty() {
-            return err("viscosity", "needs at least one value".into());
-        }
-        if let Some(nu) = self.viscosity.iter().find(|nu| !(nu.is_finite() && **nu > 0.0)) {
-            return err("viscosity", format!("{nu} is not positive"));
-        }
-        for (field, v) in [("record_dt", self.record_dt), ("time_step", self.time_step), ("amplitude", self.amplitude)]
-        {
-            if !(v.is_finite() && v > 0.0) {
-                return err(field, format!("{v} is not positive"));
-            }
-        }
-        if self.record_dt / self.time_step > 1e9 {
-            return err("time_step", format!("{} is too small for record_dt {}", self.time_step, self.record_dt));
-        }
+        check_fft_size(BURGERS, self.size)?;
+        check_values(BURGERS, "viscosity", &self.viscosity, true)?;
+        let runs = [self.train_runs, self.val_runs, self.test_runs];
+        let positive = [("amplitude", self.amplitude)];
+        let non_negative = [("ic_tau", self.ic_tau), ("ic_alpha", self.ic_alpha)];
+        check_pde_spec(BURGERS, self.frames, (self.record_dt, self.time_step), &positive, &non_negative, runs)?;
         let smallest = BURGERS_RESOLUTION * self.amplitude / self.size as f64;
         if let Some(nu) = self.viscosity.iter().find(|nu| **nu < smallest) {
-            return err(
+            return Err(DataError::spec(
+                BURGERS,
                 "viscosity",
                 format!(
                     "{nu} is below {smallest:.3e} = {BURGERS_RESOLUTION} amplitude / size: the shocks of speed-{} flow \
                      would be thinner than a {}-point grid resolves; raise size or viscosity, or lower amplitude",
                     self.amplitude, self.size
                 ),
-            );
-        }
-        for (field, v) in [("ic_tau", self.ic_tau), ("ic_alpha", self.ic_alpha)] {
-            if !(v.is_finite() && v >= 0.0) {
-                return err(field, format!("{v} is not finite and non-negative"));
-            }
-        }
-        for (field, runs) in
-            [("train_runs", self.train_runs), ("val_runs", self.val_runs), ("test_runs", self.test_runs)]
-        {
-            if runs == 0 {
-                return err(field, "needs at least one run".into());
-            }
+            ));
         }
         Ok(())
     }

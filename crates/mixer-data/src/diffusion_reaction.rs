@@ -15,7 +15,10 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
-use crate::field::{FieldDir, FieldParameter, FieldSet, check_frame, pde_dir, pick_profile, simulate_runs, substeps};
+use crate::field::{
+    FieldDir, FieldParameter, FieldSet, check_frame, check_pde_spec, check_values, pde_dir, pick_profile,
+    simulate_runs, substeps,
+};
 
 /// The system's name (`mixer generate --system diffusion-reaction`).
 pub const DIFFUSION_REACTION: &str = "diffusion-reaction";
@@ -98,51 +101,27 @@ impl DiffusionReactionSpec {
 
     /// Checks every setting, the time step against the explicit diffusion limit included.
     pub fn check(&self) -> Result<(), DataError> {
-        let err = |field: &str, reason: String| Err(DataError::spec(DIFFUSION_REACTION, field, reason));
         if self.size < 3 {
             return Err(DataError::GridTooSmall { rows: self.size, cols: self.size });
         }
-        if self.frames < 2 {
-            return Err(DataError::TooFewFrames { frames: self.frames });
-        }
-        for (field, v) in [("du", self.du), ("dv", self.dv)] {
-            if !(v.is_finite() && v >= 0.0) {
-                return err(field, format!("{v} is not finite and non-negative"));
-            }
-        }
-        if self.k.is_empty() {
-            return err("k", "needs at least one value".into());
-        }
-        if let Some(k) = self.k.iter().find(|k| !k.is_finite()) {
-            return err("k", format!("{k} is not finite"));
-        }
-        for (field, v) in [("record_dt", self.record_dt), ("time_step", self.time_step)] {
-            if !(v.is_finite() && v > 0.0) {
-                return err(field, format!("{v} is not positive"));
-            }
-        }
-        if self.record_dt / self.time_step > 1e9 {
-            return err("time_step", format!("{} is too small for record_dt {}", self.time_step, self.record_dt));
-        }
+        check_values(DIFFUSION_REACTION, "k", &self.k, false)?;
+        let runs = [self.train_runs, self.val_runs, self.test_runs];
+        let non_negative = [("du", self.du), ("dv", self.dv)];
+        let timing = (self.record_dt, self.time_step);
+        check_pde_spec(DIFFUSION_REACTION, self.frames, timing, &[], &non_negative, runs)?;
         let dx = 2.0 / self.size as f64;
         let step = self.record_dt / self.substeps() as f64;
         let rate = 8.0 * self.du.max(self.dv) / (dx * dx);
         if step * rate > DIFFUSION_STABILITY {
-            return err(
+            return Err(DataError::spec(
+                DIFFUSION_REACTION,
                 "time_step",
                 format!(
                     "{step} exceeds the explicit diffusion limit {:.3e} of a {}-cell grid (RK4, 8 D / dx^2 = {rate:.3e})",
                     DIFFUSION_STABILITY / rate,
                     self.size
                 ),
-            );
-        }
-        for (field, runs) in
-            [("train_runs", self.train_runs), ("val_runs", self.val_runs), ("test_runs", self.test_runs)]
-        {
-            if runs == 0 {
-                return err(field, "needs at least one run".into());
-            }
+            ));
         }
         Ok(())
     }

@@ -166,6 +166,64 @@ pub(crate) fn substeps(record_dt: f64, time_step: f64) -> usize {
     ((record_dt / time_step) * (1.0 - 1e-12)).ceil().max(1.0) as usize
 }
 
+/// Checks shared by the PDE generators' specs: `fields` finite and positive, `non_negative`
+/// finite and non-negative, at least two frames, a recording interval that is a sane number of
+/// internal steps, and at least one run in every split.
+pub(crate) fn check_pde_spec(
+    system: &str,
+    frames: usize,
+    (record_dt, time_step): (f64, f64),
+    positive: &[(&str, f64)],
+    non_negative: &[(&str, f64)],
+    runs: [usize; 3],
+) -> Result<(), DataError> {
+    let err = |field: &str, reason: String| Err(DataError::spec(system, field, reason));
+    if frames < 2 {
+        return Err(DataError::TooFewFrames { frames });
+    }
+    for &(field, v) in [("record_dt", record_dt), ("time_step", time_step)].iter().chain(positive) {
+        if !(v.is_finite() && v > 0.0) {
+            return err(field, format!("{v} is not positive"));
+        }
+    }
+    if record_dt / time_step > 1e9 {
+        return err("time_step", format!("{time_step} is too small for record_dt {record_dt}"));
+    }
+    for &(field, v) in non_negative {
+        if !(v.is_finite() && v >= 0.0) {
+            return err(field, format!("{v} is not finite and non-negative"));
+        }
+    }
+    for (field, n) in ["train_runs", "val_runs", "test_runs"].into_iter().zip(runs) {
+        if n == 0 {
+            return err(field, "needs at least one run".to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `values` of setting `field` of `system` are at least one, each finite and, with
+/// `positive`, above zero.
+pub(crate) fn check_values(system: &str, field: &str, values: &[f64], positive: bool) -> Result<(), DataError> {
+    if values.is_empty() {
+        return Err(DataError::spec(system, field, "needs at least one value"));
+    }
+    match values.iter().find(|v| !(v.is_finite() && (!positive || **v > 0.0))) {
+        Some(v) if positive => Err(DataError::spec(system, field, format!("{v} is not positive"))),
+        Some(v) => Err(DataError::spec(system, field, format!("{v} is not finite"))),
+        None => Ok(()),
+    }
+}
+
+/// Checks that a spectral solver's grid `size` is a power of two of at least 4.
+pub(crate) fn check_fft_size(system: &str, size: usize) -> Result<(), DataError> {
+    if size < 4 || !size.is_power_of_two() {
+        let reason = format!("{size} is not a power of two of at least 4 (the FFT needs one)");
+        return Err(DataError::spec(system, "size", reason));
+    }
+    Ok(())
+}
+
 /// The settings of profile `name` of `system`: `quick()` or `paper()`.
 pub(crate) fn pick_profile<T>(system: &str, name: &str, quick: fn() -> T, paper: fn() -> T) -> Result<T, DataError> {
     match name {
