@@ -48,6 +48,7 @@ mod heat_regions;
 mod io;
 mod manifest;
 mod navier_stokes;
+mod pde;
 mod sampling;
 mod spec;
 mod system;
@@ -78,6 +79,7 @@ pub use navier_stokes::{
     NAVIER_STOKES, NAVIER_STOKES_DESCRIPTION, NavierStokes2d, NavierStokesSpec, gaussian_random_field,
     generate_navier_stokes,
 };
+pub use pde::{PDE_FAMILIES, PdeSpec};
 pub use sampling::{Window, crop, random_window, subsample};
 pub use spec::{
     CollectionSpec, EnvRule, EnvironmentPlan, GridSpec, InitialRule, ParamValues, Parameter, SystemSpec,

@@ -156,7 +156,7 @@ impl AfnoSettings {
 }
 
 /// A draw from `N(0, 1)` by the Box–Muller transform.
-fn standard_normal(rng: &mut Rng) -> f64 {
+pub(crate) fn standard_normal(rng: &mut Rng) -> f64 {
     let u1 = 1.0 - rand::Rng::random::<f64>(rng); // in (0, 1]
     let u2 = rand::Rng::random::<f64>(rng);
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

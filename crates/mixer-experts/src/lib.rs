@@ -40,6 +40,7 @@ mod host_kernel;
 mod moe;
 mod ncf;
 mod plrnn;
+mod pot;
 mod smoe;
 pub mod spectral;
 mod stacked;
@@ -56,6 +57,10 @@ pub use host_kernel::{HostKernel, MatRef};
 pub use moe::{Dispatch, MixtureOfExperts, Rows};
 pub use ncf::{NcfConfig, NcfExpert, geometric_widths};
 pub use plrnn::{HierShPlrnn, HierShPlrnnConfig, PlrnnParams};
+pub use pot::{
+    BlockRoute, ChannelMixer, ChannelSettings, GroupNorm, Linear, Matching, MoeMlpSettings, NORM_EPS,
+    OperatorTransformer, PotBlock, PotOutput, PotSettings,
+};
 pub use smoe::{
     ErrorCriterion, SlotDims, SmoeSettings, SpatialMoe, bce_with_logits, best_damping_scale, best_experts, best_labels,
     combine, damping_scale, quantile, rc_labels, restart_plan, scale_gradient, select, selected_scores, slot_errors,

@@ -12,7 +12,6 @@ use burn::optim::record::AdaptorRecord;
 use burn::optim::{Adam, AdamConfig, AdamState, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +21,7 @@ use mixer_experts::{FieldModel, FieldModelConfig};
 use mixer_routers::copy_rows;
 
 use crate::checkpoint::{latest, load_module, load_record, publish, save_module, save_record, staging};
+use crate::progress::step_bar;
 use crate::{TrainError, read_json, write_json};
 
 /// Settings of a field run's training (`[train]`); defaults follow the paper's heat runs (Adam,
@@ -268,13 +268,7 @@ pub fn train_field<B: AutodiffBackend>(
     let val_pairs = spread_pairs(&data.val, t.val_pairs);
     // Each step's batch and routing noise come from streams keyed by the step, so a resumed run
     // draws what an uninterrupted one would.
-    let bar = if show_progress { ProgressBar::new(t.steps as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps (eta {eta})  {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_position(state.step as u64);
+    let bar = step_bar(t.steps, state.step, show_progress);
     let (mut mse_sum, mut rc_sum, mut damped_sum, mut count) = (0.0, 0.0, 0.0, 0usize);
     let mut clock = Instant::now();
     let mut order: Option<(usize, Vec<(usize, usize)>)> = None;

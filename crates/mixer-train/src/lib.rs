@@ -19,6 +19,9 @@ mod fused_losses;
 mod loss;
 pub mod metrics;
 mod model;
+mod pot_eval;
+mod pot_train;
+mod progress;
 mod proximal;
 mod reseat;
 mod schedule;
@@ -43,6 +46,11 @@ pub use fused_losses::fused_expert_loss_matrix;
 pub use loss::{aux_total, env_losses, meta_loss};
 pub use mixer_routers::{Gate, GateState, KMeansSettings, RouterConfig};
 pub use model::{MixerModel, Theta, assignment, route};
+pub use pot_eval::{FamilyScore, PotMetrics, evaluate_pot};
+pub use pot_train::{
+    FrameWindow, POT_CONFIG_FILE, POT_MODEL_FILE, PotBatch, PotCurvePoint, PotFamily, PotMix, PotRunConfig,
+    PotTrainSettings, PotTrainState, Stage, load_pot_model, pot_val_mse, scaled_mse, spread, train_pot,
+};
 pub use proximal::{flat_params, proximal_term};
 pub use reseat::reseat_moves;
 pub use schedule::PiecewiseLr;
@@ -62,6 +70,9 @@ pub enum TrainError {
     /// A router error.
     #[error(transparent)]
     Routers(#[from] mixer_routers::RouterError),
+    /// A dataset error (a field dataset that fails its checks).
+    #[error(transparent)]
+    Data(#[from] mixer_data::DataError),
     /// A rollout failed; names the environments involved.
     #[error("rollout of environments {envs:?} failed: {source}")]
     Rollout {
