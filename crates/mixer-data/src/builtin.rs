@@ -1,4 +1,5 @@
-//! The systems and collections shipped with mixer-data (TOML files under `systems/`, embedded).
+//! The systems and collections shipped with mixer-data (TOML files under `systems/`, embedded),
+//! and the controlled systems (under `systems/control/`).
 
 /// `(name, file text)` of every shipped system and collection file, sorted by name.
 pub(crate) const BUILTIN: &[(&str, &str)] = &[
@@ -50,4 +51,11 @@ pub(crate) const BUILTIN: &[(&str, &str)] = &[
     ("odebench-62", include_str!("../systems/odebench-62.toml")),
     ("odebench-63", include_str!("../systems/odebench-63.toml")),
     ("selkov", include_str!("../systems/selkov.toml")),
+];
+
+/// `(name, file text)` of every shipped controlled system (`systems/control/`), sorted by name.
+pub(crate) const CONTROL_BUILTIN: &[(&str, &str)] = &[
+    ("cartpole-swingup", include_str!("../systems/control/cartpole-swingup.toml")),
+    ("pendulum-swingup", include_str!("../systems/control/pendulum-swingup.toml")),
+    ("two-link-reacher", include_str!("../systems/control/two-link-reacher.toml")),
 ];

@@ -1,5 +1,6 @@
 //! Right-hand sides parsed from text with exmex, with exact partial derivatives for the
-//! Jacobian action that stiff solvers need.
+//! Jacobian action that stiff solvers need; the same compiled expressions serve the controlled
+//! systems of [`control`](crate::control) (which also read actions).
 
 use exmex::prelude::*;
 use exmex::{Differentiate, FlatEx};
@@ -11,47 +12,88 @@ use crate::spec::SystemSpec;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
     State(usize),
+    Action(usize),
     Param(usize),
     Time,
 }
 
+/// The names an expression may read: state, action and parameter names, and whether `t` is time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Names<'a> {
+    /// State variable names, `[dim]`.
+    pub state: &'a [String],
+    /// Action (control input) names, `[actions]`; empty for autonomous systems.
+    pub action: &'a [String],
+    /// Parameter names, `[params]`.
+    pub params: &'a [String],
+    /// Whether `t` names the time.
+    pub time: bool,
+}
+
+impl Names<'_> {
+    fn source(&self, v: &str) -> Option<Source> {
+        let find = |names: &[String]| names.iter().position(|s| s == v);
+        find(self.state)
+            .map(Source::State)
+            .or_else(|| find(self.action).map(Source::Action))
+            .or_else(|| find(self.params).map(Source::Param))
+            .or_else(|| (self.time && v == "t").then_some(Source::Time))
+    }
+
+    fn unknown(&self, v: &str) -> String {
+        let mut known = format!("state: [{}]", self.state.join(", "));
+        if !self.action.is_empty() {
+            known += &format!(", actions: [{}]", self.action.join(", "));
+        }
+        known += &format!(", parameters: [{}]", self.params.join(", "));
+        if self.time {
+            known += ", time: t";
+        }
+        format!("unknown name `{v}`; {known}")
+    }
+}
+
+/// The values an expression is evaluated at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Point<'a> {
+    /// Time.
+    pub t: f64,
+    /// State, `[dim]`.
+    pub x: &'a [f64],
+    /// Action, `[actions]`.
+    pub u: &'a [f64],
+    /// Parameters, `[params]`.
+    pub p: &'a [f64],
+}
+
 /// One parsed expression and the source of each of its (alphabetically ordered) variables.
 #[derive(Clone, Debug)]
-struct Compiled {
+pub(crate) struct Compiled {
     ex: FlatEx<f64>,
     sources: Vec<Source>,
 }
 
 impl Compiled {
-    fn new(ex: FlatEx<f64>, state: &[String], params: &[String]) -> Result<Self, String> {
-        let sources = ex
-            .var_names()
-            .iter()
-            .map(|v| {
-                if let Some(i) = state.iter().position(|s| s == v) {
-                    Ok(Source::State(i))
-                } else if let Some(i) = params.iter().position(|s| s == v) {
-                    Ok(Source::Param(i))
-                } else if v == "t" {
-                    Ok(Source::Time)
-                } else {
-                    Err(format!(
-                        "unknown name `{v}`; state: [{}], parameters: [{}], time: t",
-                        state.join(", "),
-                        params.join(", ")
-                    ))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+    /// Parses `text` (exmex syntax, unary minus as in mathematics) over `names`.
+    pub fn parse(text: &str, names: &Names<'_>) -> Result<Self, String> {
+        let ex = exmex::parse::<f64>(&unary_minus_as_product(text)).map_err(|e| e.to_string())?;
+        Self::new(ex, names)
+    }
+
+    fn new(ex: FlatEx<f64>, names: &Names<'_>) -> Result<Self, String> {
+        let sources =
+            ex.var_names().iter().map(|v| names.source(v).ok_or_else(|| names.unknown(v))).collect::<Result<_, _>>()?;
         Ok(Self { ex, sources })
     }
 
-    fn eval(&self, t: f64, x: &[f64], p: &[f64], buf: &mut Vec<f64>) -> f64 {
+    /// The value at `at`, using `buf` as scratch; NaN where exmex cannot evaluate.
+    pub fn eval(&self, at: &Point<'_>, buf: &mut Vec<f64>) -> f64 {
         buf.clear();
         buf.extend(self.sources.iter().map(|s| match *s {
-            Source::State(i) => x[i],
-            Source::Param(i) => p[i],
-            Source::Time => t,
+            Source::State(i) => at.x[i],
+            Source::Action(i) => at.u[i],
+            Source::Param(i) => at.p[i],
+            Source::Time => at.t,
         }));
         self.ex.eval(buf).unwrap_or(f64::NAN)
     }
@@ -89,6 +131,7 @@ impl Equations {
     /// Parses `spec.rhs` over `spec.state`, `spec.parameters` and `t`.
     pub fn parse(spec: &SystemSpec) -> Result<Self, DataError> {
         let params = spec.parameter_names();
+        let names = Names { state: &spec.state, action: &[], params: &params, time: true };
         let mut rhs = Vec::with_capacity(spec.rhs.len());
         let mut partials = Vec::new();
         for (i, text) in spec.rhs.iter().enumerate() {
@@ -98,12 +141,12 @@ impl Equations {
                 expr: text.clone(),
                 reason,
             };
-            let ex = exmex::parse::<f64>(&unary_minus_as_product(text)).map_err(|e| bad(e.to_string()))?;
-            let compiled = Compiled::new(ex.clone(), &spec.state, &params).map_err(bad)?;
+            let compiled = Compiled::parse(text, &names).map_err(bad)?;
             for (var_idx, src) in compiled.sources.iter().enumerate() {
                 if let Source::State(j) = *src {
-                    let d = ex.clone().partial(var_idx).map_err(|e| bad(format!("cannot differentiate: {e}")))?;
-                    partials.push((i, j, Compiled::new(d, &spec.state, &params).map_err(bad)?));
+                    let d =
+                        compiled.ex.clone().partial(var_idx).map_err(|e| bad(format!("cannot differentiate: {e}")))?;
+                    partials.push((i, j, Compiled::new(d, &names).map_err(bad)?));
                 }
             }
             rhs.push(compiled);
@@ -123,19 +166,19 @@ impl Equations {
 
     /// Writes `f(t, x; p)` into `dx` (`x, dx: [dim]`, `p: [params]`).
     pub fn eval(&self, t: f64, x: &[f64], p: &[f64], dx: &mut [f64]) {
-        let mut buf = Vec::with_capacity(8);
+        let (mut buf, at) = (Vec::with_capacity(8), Point { t, x, u: &[], p });
         for (out, e) in dx.iter_mut().zip(&self.rhs) {
-            *out = e.eval(t, x, p, &mut buf);
+            *out = e.eval(&at, &mut buf);
         }
     }
 
     /// Writes the Jacobian-vector product `(df/dx)(t, x; p) v` into `out`.
     pub fn jac_vec(&self, t: f64, x: &[f64], p: &[f64], v: &[f64], out: &mut [f64]) {
         out.iter_mut().for_each(|o| *o = 0.0);
-        let mut buf = Vec::with_capacity(8);
+        let (mut buf, at) = (Vec::with_capacity(8), Point { t, x, u: &[], p });
         for (i, j, d) in &self.partials {
             if v[*j] != 0.0 {
-                out[*i] += d.eval(t, x, p, &mut buf) * v[*j];
+                out[*i] += d.eval(&at, &mut buf) * v[*j];
             }
         }
     }
@@ -144,9 +187,9 @@ impl Equations {
     pub fn jacobian(&self, t: f64, x: &[f64], p: &[f64]) -> Vec<Vec<f64>> {
         let n = self.dim();
         let mut jac = vec![vec![0.0; n]; n];
-        let mut buf = Vec::with_capacity(8);
+        let (mut buf, at) = (Vec::with_capacity(8), Point { t, x, u: &[], p });
         for (i, j, d) in &self.partials {
-            jac[*i][*j] += d.eval(t, x, p, &mut buf);
+            jac[*i][*j] += d.eval(&at, &mut buf);
         }
         jac
     }

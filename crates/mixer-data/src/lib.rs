@@ -21,6 +21,10 @@
 //!   form ([`generate_navier_stokes`], the FNO benchmark), PDEBench's FitzHugh–Nagumo
 //!   diffusion–reaction ([`generate_diffusion_reaction`]) and 2-D viscous Burgers
 //!   ([`generate_burgers`]); the spectral solvers run on the crate's radix-2 FFT ([`fft`]).
+//! - **Controlled systems** ([`ControlSpec`], [`ControlSystem`]; HyperCRL, Huang et al., IROS
+//!   2021): `dx/dt = f(x, u; p)` with a reward, action bounds and a task sequence of parameter
+//!   settings, stepped in batches by RK4 ([`ControlSystem::step`]); shipped: pendulum and
+//!   cart-pole swing-up, a two-link reacher ([`control_builtin_names`]).
 //!
 //! ```
 //! use mixer_data::{DatasetSpec, GenerateOptions, generate};
@@ -36,6 +40,8 @@
 
 mod builtin;
 mod burgers;
+mod control;
+mod control_spec;
 mod dataset_spec;
 mod diffusion_reaction;
 mod dir;
@@ -54,6 +60,8 @@ mod spec;
 mod system;
 
 pub use burgers::{BURGERS, BURGERS_DESCRIPTION, Burgers2d, BurgersSpec, generate_burgers};
+pub use control::{ControlStep, ControlSystem, control_builtin_names};
+pub use control_spec::{ActionBound, ControlSpec, ControlTask, InitialState};
 pub use dataset_spec::{DatasetSpec, builtin_names, builtin_system, builtin_text};
 pub use diffusion_reaction::{
     DIFFUSION_REACTION, DIFFUSION_REACTION_DESCRIPTION, DiffusionReaction2d, DiffusionReactionSpec,

@@ -347,7 +347,8 @@ fn validate_rule(system: &str, field: &str, rule: &EnvRule, params: &[Parameter]
     Ok(())
 }
 
-fn is_identifier(s: &str) -> bool {
+/// Whether `s` is a name the equations can use (letters, digits, `_`, not a digit first).
+pub(crate) fn is_identifier(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')

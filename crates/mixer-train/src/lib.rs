@@ -9,6 +9,7 @@ mod adabelief;
 mod adapt;
 mod atomic;
 pub mod batch;
+mod cem;
 pub mod checkpoint;
 mod config;
 mod evaluate;
@@ -31,6 +32,7 @@ mod trainer;
 pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
 pub use adapt::{AdaptMode, adapt};
 pub use atomic::{read_json, write_atomic, write_json};
+pub use cem::{Cem, CemSettings};
 pub use config::{
     AdaptConfig, ContextStart, DataOptions, LossScale, ModelConfig, Reseat, RunConfig, Segments, SubsetRule,
     TrainConfig,
