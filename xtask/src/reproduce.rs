@@ -53,6 +53,19 @@ pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
             );
         }
     }
+    for e in &report.pde_experiments {
+        for r in &e.runs {
+            let z = &r.zero_shot;
+            let accuracy = z.best_router_accuracy().map_or_else(String::new, |a| format!("  router accuracy {a:.3}"));
+            println!(
+                "{:<16} {:<14} zero-shot rel_l2 1-step {:.4}  rollout {:.4}{accuracy}",
+                e.name,
+                r.variant.name(),
+                z.mean_one_step(),
+                z.mean_rollout()
+            );
+        }
+    }
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -5,6 +5,7 @@ mod eval;
 mod field;
 mod generate;
 mod inspect;
+mod pde;
 mod plot;
 mod train;
 
@@ -32,6 +33,8 @@ enum Command {
     Adapt(adapt::AdaptArgs),
     /// Score a trained run in-domain and after adaptation; writes metrics.json and plots.
     Eval(eval::EvalArgs),
+    /// Fine-tune a pre-trained operator (`pde-pretrain` run) on one PDE family folder and score it.
+    Finetune(pde::FinetuneArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => train::run(a),
         Command::Adapt(a) => adapt::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Finetune(a) => pde::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

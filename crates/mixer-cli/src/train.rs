@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use mixer_experiments::{BackendJob, DeviceChoice, Experiment, FieldExperiment, Profile, RunData, dispatch, train_run};
+use mixer_experiments::{
+    BackendJob, DeviceChoice, Experiment, FieldExperiment, PdeExperiment, Profile, RunData, dispatch, train_run,
+};
 
 /// Arguments of `mixer train`.
 #[derive(Args, Debug)]
@@ -13,7 +15,9 @@ pub struct TrainArgs {
     /// Experiment file (TOML with a [run] table and profiles).
     #[arg(long)]
     config: PathBuf,
-    /// Data folder in the published layout (train.npz, test.npz, adapt_train.npz, adapt_test.npz).
+    /// Data folder in the published layout (train.npz, test.npz, adapt_train.npz, adapt_test.npz);
+    /// a field folder for field experiments; for operator pre-training the parent of one folder
+    /// per PDE family (generated there when missing).
     #[arg(long)]
     data: PathBuf,
     /// Run folder (created; an existing run resumes from its last checkpoint).
@@ -71,6 +75,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             args.variant,
             args.device,
         );
+    }
+    if PdeExperiment::is_pde_text(&text) {
+        return crate::pde::train(&args.config, &args.data, args.out, args.profile, args.seed, args.device);
     }
     if let Some(v) = &args.variant {
         anyhow::bail!("--variant {v}: only field experiments (kind = \"field\") have variants to pick from here");

@@ -132,14 +132,17 @@ pub const BUILTIN_EXPERIMENTS: [(&str, &str); 5] = [
     ("selkov", include_str!("../../../experiments/selkov.toml")),
 ];
 
-/// The TOML text of a shipped experiment.
-fn builtin_text(name: &str) -> Result<&'static str, ExperimentError> {
-    BUILTIN_EXPERIMENTS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| {
-        ExperimentError::UnknownExperiment {
-            name: name.to_string(),
-            known: BUILTIN_EXPERIMENTS.map(|(n, _)| n).join(", "),
-        }
+/// The TOML text of the experiment `name` of a shipped table; an unknown name lists the table.
+pub(crate) fn shipped_text(table: &[(&str, &'static str)], name: &str) -> Result<&'static str, ExperimentError> {
+    table.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| ExperimentError::UnknownExperiment {
+        name: name.to_string(),
+        known: table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
     })
+}
+
+/// True when experiment TOML `text` says `kind = "<kind>"`.
+pub(crate) fn declares_kind(text: &str, kind: &str) -> bool {
+    toml::from_str::<toml::Table>(text).is_ok_and(|t| t.get("kind").and_then(|k| k.as_str()) == Some(kind))
 }
 
 /// One experiment, resolved for a profile.
@@ -170,7 +173,7 @@ impl Experiment {
 
     /// A shipped experiment (see [`BUILTIN_EXPERIMENTS`]) under `profile`.
     pub fn builtin(name: &str, profile: Profile) -> Result<Self, ExperimentError> {
-        Self::parse_named(builtin_text(name)?, profile, Path::new(&format!("<{name}>")))
+        Self::parse_named(shipped_text(&BUILTIN_EXPERIMENTS, name)?, profile, Path::new(&format!("<{name}>")))
     }
 
     /// [`Experiment::parse`] with errors naming `source`.
@@ -185,7 +188,7 @@ impl Experiment {
         // `extends = "NAME"`: this file's keys over those of a shipped experiment
         if let Some(base) = doc.remove("extends") {
             let name = base.as_str().ok_or_else(|| bad("`extends` names a shipped experiment".into()))?;
-            let text = builtin_text(name)?;
+            let text = shipped_text(&BUILTIN_EXPERIMENTS, name)?;
             let mut merged = toml::Value::Table(toml::from_str(text).map_err(|e| bad(format!("{name}: {e}")))?);
             merge(&mut merged, toml::Value::Table(doc));
             let toml::Value::Table(merged) = merged else { unreachable!("a table merged into a table") };

@@ -16,7 +16,7 @@ use mixer_data::{
 use mixer_experts::FieldModelConfig;
 use mixer_train::{FieldMetrics, FieldRunConfig, evaluate_field, load_field_model, read_json, train_field, write_json};
 
-use crate::experiment::{merge, split_profile};
+use crate::experiment::{declares_kind, merge, shipped_text, split_profile};
 use crate::plot::{field_run_figures, plot_fields};
 use crate::{AutodiffBackend, BackendJob, ExperimentError, Profile};
 
@@ -66,17 +66,12 @@ pub struct FieldExperiment {
 impl FieldExperiment {
     /// True when experiment TOML `text` declares a field experiment (`kind = "field"`).
     pub fn is_field_text(text: &str) -> bool {
-        toml::from_str::<toml::Table>(text).is_ok_and(|t| t.get("kind").and_then(|k| k.as_str()) == Some("field"))
+        declares_kind(text, "field")
     }
 
     /// A shipped field experiment under `profile`.
     pub fn builtin(name: &str, profile: Profile) -> Result<Self, ExperimentError> {
-        let (_, text) = BUILTIN_FIELD_EXPERIMENTS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-            ExperimentError::UnknownExperiment {
-                name: name.to_string(),
-                known: BUILTIN_FIELD_EXPERIMENTS.map(|(n, _)| n).join(", "),
-            }
-        })?;
+        let text = shipped_text(&BUILTIN_FIELD_EXPERIMENTS, name)?;
         Self::parse(text, profile).map_err(|e| e.in_file(Path::new(&format!("<{name}>"))))
     }
 

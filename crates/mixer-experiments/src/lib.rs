@@ -23,6 +23,7 @@ mod experiment;
 mod field;
 pub mod figures;
 mod logging;
+mod pde_pretrain;
 pub mod plot;
 mod profile;
 mod report;
@@ -40,11 +41,15 @@ pub use field::{
     FieldRunRecord, FieldTiming, field_data_figure, field_markdown, field_run, read_field_metrics, score_field_run,
 };
 pub use logging::init_logging;
+pub use pde_pretrain::{
+    BUILTIN_PDE_EXPERIMENTS, HeldOutScores, PdeExperiment, PdeExperimentRecord, PdeJob, PotRunTables, PotVariant,
+    PotVariantRecord, finetune_run, pde_markdown,
+};
 pub use profile::Profile;
 pub use report::summary_cell;
 pub use reproduce::{
     DatasetRecord, ExperimentRecord, PUBLISHED_DATASETS, Plan, REPRODUCED_EXPERIMENTS, REPRODUCED_FIELD_EXPERIMENTS,
-    Report, RunRecord, reproduce,
+    REPRODUCED_PDE_EXPERIMENTS, Report, RunRecord, reproduce,
 };
 pub use run::{
     AdaptationMetrics, LoadedRun, RoutingMetrics, RunMetrics, Timing, adapt_run, adapted_path, eval_run, load_run,

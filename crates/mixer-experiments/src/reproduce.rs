@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::field::{FieldExperiment, FieldExperimentRecord, FieldJob, field_data_figure};
+use crate::pde_pretrain::{PdeExperiment, PdeExperimentRecord, PdeJob};
 use crate::report::relative;
 use crate::{
     AutodiffBackend, BackendJob, DeviceChoice, Experiment, ExperimentError, Profile, RunData, RunMetrics, Variant,
@@ -30,6 +31,9 @@ pub const REPRODUCED_EXPERIMENTS: [&str; 2] = ["odebench10", "lotka-volterra"];
 
 /// The field experiments `reproduce` trains by default (spatial mixture of experts).
 pub const REPRODUCED_FIELD_EXPERIMENTS: [&str; 1] = ["heat-regions"];
+
+/// The operator pre-training experiments `reproduce` trains by default (MoE-POT).
+pub const REPRODUCED_PDE_EXPERIMENTS: [&str; 1] = ["pde-pretrain"];
 
 /// Experiments `reproduce` runs only when named (`--only NAME`): the router comparison trains
 /// ten models, top-k ones several times slower per step than top-1 (docs/results.md).
@@ -57,6 +61,9 @@ pub struct Plan {
     /// Field experiments (gridded one-step operators), resolved for the profile.
     #[serde(default)]
     pub field_experiments: Vec<FieldExperiment>,
+    /// Operator pre-training experiments (mixed PDE families), resolved for the profile.
+    #[serde(default)]
+    pub pde_experiments: Vec<PdeExperiment>,
 }
 
 impl Plan {
@@ -78,6 +85,10 @@ impl Plan {
                 .iter()
                 .map(|n| FieldExperiment::builtin(n, profile))
                 .collect::<Result<_, _>>()?,
+            pde_experiments: REPRODUCED_PDE_EXPERIMENTS
+                .iter()
+                .map(|n| PdeExperiment::builtin(n, profile))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -90,10 +101,15 @@ impl Plan {
         }
         self.experiments.retain(|e| e.name == n);
         self.field_experiments.retain(|e| e.name == n);
+        self.pde_experiments.retain(|e| e.name == n);
         let wanted: Vec<String> = self.experiments.iter().map(|e| e.data.system.clone()).collect();
         let known: Vec<String> = self.datasets.clone();
         self.datasets.retain(|d| d == n || wanted.contains(d));
-        if self.datasets.is_empty() && self.experiments.is_empty() && self.field_experiments.is_empty() {
+        if self.datasets.is_empty()
+            && self.experiments.is_empty()
+            && self.field_experiments.is_empty()
+            && self.pde_experiments.is_empty()
+        {
             return Err(ExperimentError::UnknownExperiment { name: n.to_string(), known: known.join(", ") });
         }
         Ok(self)
@@ -171,6 +187,9 @@ pub struct Report {
     /// Trained field experiments.
     #[serde(default)]
     pub field_experiments: Vec<FieldExperimentRecord>,
+    /// Trained operator pre-training experiments.
+    #[serde(default)]
+    pub pde_experiments: Vec<PdeExperimentRecord>,
 }
 
 /// Runs the plan: datasets first, then every experiment's runs; returns the report (not yet written).
@@ -185,7 +204,21 @@ pub fn reproduce(plan: &Plan, progress: &dyn Fn(&str) -> ProgressBar) -> Result<
     let experiments = plan.experiments.iter().map(|e| experiment(plan, e)).collect::<Result<Vec<_>, _>>()?;
     let field_experiments =
         plan.field_experiments.iter().map(|e| field_experiment(plan, e)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Report { plan: plan.clone(), datasets, experiments, field_experiments })
+    let pde_experiments =
+        plan.pde_experiments.iter().map(|e| pde_experiment(plan, e, progress)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Report { plan: plan.clone(), datasets, experiments, field_experiments, pde_experiments })
+}
+
+/// Generates (or finds) the families of an operator experiment, then trains and scores its
+/// models.
+fn pde_experiment(
+    plan: &Plan,
+    e: &PdeExperiment,
+    progress: &dyn Fn(&str) -> ProgressBar,
+) -> Result<PdeExperimentRecord, ExperimentError> {
+    let mix = e.mix(&plan.out_dir.join("data"), plan.seed, progress)?;
+    let runs_dir = plan.out_dir.join("runs").join(plan.profile.name()).join(&e.name);
+    dispatch(plan.device, PdeJob { experiment: e, mix: &mix, runs_dir, progress: plan.progress })?
 }
 
 /// Generates (or finds) the data of a field experiment, then trains and scores its variants.
@@ -336,6 +369,7 @@ impl Report {
             datasets: merge_by_name(earlier.datasets, self.datasets, |d| &d.name),
             experiments: merge_by_name(earlier.experiments, self.experiments, |e| &e.name),
             field_experiments: merge_by_name(earlier.field_experiments, self.field_experiments, |e| &e.name),
+            pde_experiments: merge_by_name(earlier.pde_experiments, self.pde_experiments, |e| &e.name),
             plan: self.plan,
         }
     }

@@ -617,9 +617,7 @@ impl<B: Backend> OperatorTransformer<B> {
         let mut visitor = Collect(vec![]);
         for block in &self.blocks {
             block.channel.features.visit(&mut visitor);
-            if let Some(gate) = &block.channel.gate {
-                gate.visit(&mut visitor);
-            }
+            block.channel.gate.visit(&mut visitor);
         }
         visitor.0
     }
@@ -628,8 +626,9 @@ impl<B: Backend> OperatorTransformer<B> {
     /// only the experts, token mixers, norms, embeddings and head keep training).
     pub fn freeze_routing(mut self) -> Self {
         for block in &mut self.blocks {
-            block.channel.gate = block.channel.gate.take().map(|g| g.no_grad());
-            block.channel.features = block.channel.features.clone().no_grad();
+            let channel = &mut block.channel;
+            channel.gate = channel.gate.take().map(|g| g.no_grad());
+            channel.features = channel.features.clone().no_grad();
         }
         self
     }
@@ -653,7 +652,7 @@ mod tests {
             depth: 2,
             afno_blocks: 2,
             norm_groups: 2,
-            channel: ChannelSettings::Moe(MoeMlpSettings { mlp_ratio: 2, experts: 5, router }),
+            channel: ChannelSettings::Moe(MoeMlpSettings { mlp_ratio: 2, experts: 5, router, ..Default::default() }),
             ..PotSettings::default()
         }
     }

@@ -52,14 +52,13 @@ impl Default for CemSettings {
 impl CemSettings {
     /// Checks every field and returns the planner (with no previous plan).
     pub fn check(&self) -> Result<Cem, TrainError> {
-        let positive = [
+        for (field, v) in [
             ("horizon", self.horizon),
             ("particles", self.particles),
             ("elites", self.elites),
             ("iterations", self.iterations),
-        ];
-        if let Some((field, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::config(*field, "must be at least 1").into());
+        ] {
+            crate::config::positive(field, v)?;
         }
         if self.elites > self.particles {
             let reason = format!("must not exceed particles = {}, got {}", self.particles, self.elites);

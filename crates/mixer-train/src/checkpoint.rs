@@ -40,19 +40,66 @@ pub fn latest(run: &Path) -> Result<Option<(Latest, PathBuf)>, Error> {
     Ok(Some((l, dir)))
 }
 
+/// Creates the run folder `run` and writes `config` as `<run>/<file>`, or, when the folder holds
+/// a config already, checks that it is `config` with only its step budget changed
+/// (`with_steps_of(on_disk)` gives the one on disk with this config's budget): a run resumes
+/// under its own config.
+pub fn claim_run<C>(run: &Path, file: &str, config: &C, with_steps_of: impl Fn(C) -> C) -> Result<(), Error>
+where
+    C: Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+    let path = run.join(file);
+    if read_json::<C>(&path).is_ok_and(|on_disk| with_steps_of(on_disk) != *config) {
+        let reason = format!("{} holds a run of another config; use a new --out folder", run.display());
+        return Err(Error::config("config", reason));
+    }
+    write_json(&path, config)
+}
+
 /// Saves a module as `<dir>/<name>.bin`.
 pub fn save_module<B: Backend, M: Module<B>>(module: &M, dir: &Path, name: &str) -> Result<(), Error> {
     module.clone().save_file(dir.join(name), &RunRecorder::new()).map_err(|e| recorder_error(dir, name, e))
 }
 
-/// Loads `<dir>/<name>.bin` into a module of the same structure.
+/// Loads `<dir>/<name>.bin` into a module of the same structure; a record whose parameter
+/// shapes differ from the module's (a checkpoint of another architecture, which burn's loader
+/// would take silently) is an error.
 pub fn load_module<B: Backend, M: Module<B>>(
     module: M,
     dir: &Path,
     name: &str,
     device: &B::Device,
 ) -> Result<M, Error> {
-    module.load_file(dir.join(name), &RunRecorder::new(), device).map_err(|e| recorder_error(dir, name, e))
+    let expected = param_shapes(&module);
+    let loaded =
+        module.load_file(dir.join(name), &RunRecorder::new(), device).map_err(|e| recorder_error(dir, name, e))?;
+    let found = param_shapes(&loaded);
+    if found != expected {
+        let first = expected.iter().zip(&found).position(|(a, b)| a != b).unwrap_or(expected.len().min(found.len()));
+        let reason = format!(
+            "checkpoint of another architecture: parameter {first} has shape {:?}, the model expects {:?} ({} parameters against {})",
+            found.get(first),
+            expected.get(first),
+            found.len(),
+            expected.len()
+        );
+        return Err(Error::io(dir.join(format!("{name}.bin")), std::io::Error::other(reason)));
+    }
+    Ok(loaded)
+}
+
+/// The shape of every float parameter of a module, in visiting order.
+fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
+    struct Shapes(Vec<Vec<usize>>);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<B, D>>) {
+            self.0.push(param.dims().to_vec());
+        }
+    }
+    let mut shapes = Shapes(vec![]);
+    module.visit(&mut shapes);
+    shapes.0
 }
 
 /// Saves any burn record (optimiser state) as `<dir>/<name>.bin`.

@@ -189,11 +189,13 @@ pub struct DataOptions {
     pub subsample: usize,
 }
 
-fn positive(field: &str, v: usize) -> Result<(), Error> {
+/// A count that must be at least 1; the error names `field`.
+pub(crate) fn positive(field: &str, v: usize) -> Result<(), Error> {
     if v == 0 { Err(Error::config(field, "must be at least 1")) } else { Ok(()) }
 }
 
-fn positive_f(field: &str, v: f64) -> Result<(), Error> {
+/// A finite value that must be above 0; the error names `field`.
+pub(crate) fn positive_f(field: &str, v: f64) -> Result<(), Error> {
     if v > 0.0 && v.is_finite() { Ok(()) } else { Err(Error::config(field, format!("must be > 0, got {v}"))) }
 }
 

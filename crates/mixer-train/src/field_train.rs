@@ -20,7 +20,8 @@ use mixer_data::{FieldDir, FieldSet};
 use mixer_experts::{FieldModel, FieldModelConfig};
 use mixer_routers::copy_rows;
 
-use crate::checkpoint::{latest, load_module, load_record, publish, save_module, save_record, staging};
+use crate::checkpoint::{claim_run, latest, load_module, load_record, publish, save_module, save_record, staging};
+use crate::config::{positive, positive_f};
 use crate::progress::step_bar;
 use crate::{TrainError, read_json, write_json};
 
@@ -66,23 +67,17 @@ impl Default for FieldTrainSettings {
 impl FieldTrainSettings {
     /// Checks every field; the error names it.
     pub fn validate(&self) -> Result<(), TrainError> {
-        let positive = [
+        for (field, v) in [
             ("batch", self.batch),
             ("steps", self.steps),
             ("eval_every", self.eval_every),
             ("val_pairs", self.val_pairs),
             ("checkpoint_every", self.checkpoint_every),
-        ];
-        if let Some((field, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::config(*field, "must be at least 1").into());
+        ] {
+            positive(field, v)?;
         }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::config("eps", format!("{} is not a positive epsilon", self.eps)).into());
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::config("lr", format!("{} is not a positive learning rate", self.lr)).into());
-        }
-        Ok(())
+        positive_f("eps", self.eps)?;
+        Ok(positive_f("lr", self.lr)?)
     }
 }
 
@@ -229,24 +224,10 @@ pub fn train_field<B: AutodiffBackend>(
     let (h, w) = set.grid();
     let seeds = Seeds::new(seed);
     let fresh = config.model.init::<B>(set.channels(), [h, w], &mut seeds.stream("model-init"), device)?;
-    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-    let config_path = run.join(FIELD_CONFIG_FILE);
-    // A run folder resumes under its own config; only the step budget may grow.
-    let same_but_steps = |c: &FieldRunConfig| {
-        let mut c = c.clone();
-        c.train.steps = config.train.steps;
-        c == *config
-    };
-    match read_json::<FieldRunConfig>(&config_path) {
-        Ok(on_disk) if !same_but_steps(&on_disk) => {
-            return Err(Error::config(
-                "config",
-                format!("{} holds a run of another config; use a new --out folder", run.display()),
-            )
-            .into());
-        }
-        _ => write_json(&config_path, config)?,
-    }
+    claim_run(run, FIELD_CONFIG_FILE, config, |mut c: FieldRunConfig| {
+        c.train.steps = t.steps;
+        c
+    })?;
     let mut optim = AdamConfig::new().with_epsilon(t.eps as f32).init::<B, FieldModel<B>>();
     let (mut model, mut best, mut state) = match latest(run)? {
         Some((_, dir)) => {

@@ -39,8 +39,9 @@ pub struct PotMetrics {
     pub parameters: usize,
     /// Parameters one sample uses.
     pub active_parameters: usize,
-    /// Per block, the share of test windows whose family the nearest family centroid of the
-    /// routing weights (fit on training windows) names; empty for a dense model.
+    /// Per block, the balanced accuracy (mean over families of the share of the family's test
+    /// windows named right) of the nearest family centroid of the routing weights, fit on
+    /// training windows; empty for a dense model.
     pub router_accuracy: Vec<f64>,
     /// Per block, family and expert: the mean routing weight on the test windows.
     pub family_expert: Vec<Vec<Vec<f64>>>,
@@ -232,16 +233,14 @@ fn router_analysis<B: Backend>(
     let mut heat = vec![];
     for (fit_r, test_r) in fit_routes.iter().zip(test_routes) {
         let c = centroids(fit_r, &fit);
-        let correct = test
-            .iter()
-            .zip(test_r.chunks(experts))
-            .filter(|(w, row)| {
-                let dist = |cent: &Vec<f64>| cent.iter().zip(row.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
-                let nearest = (0..families).min_by(|&a, &b| dist(&c[a]).total_cmp(&dist(&c[b]))).unwrap_or(0);
-                nearest == w.family
-            })
-            .count();
-        accuracy.push(correct as f64 / test.len().max(1) as f64);
+        let (mut right, mut seen) = (vec![0usize; families], vec![0usize; families]);
+        for (w, row) in test.iter().zip(test_r.chunks(experts)) {
+            let dist = |cent: &Vec<f64>| cent.iter().zip(row.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+            let nearest = (0..families).min_by(|&a, &b| dist(&c[a]).total_cmp(&dist(&c[b]))).unwrap_or(0);
+            seen[w.family] += 1;
+            right[w.family] += usize::from(nearest == w.family);
+        }
+        accuracy.push(mean(right.iter().zip(&seen).filter(|(_, n)| **n > 0).map(|(r, n)| *r as f64 / *n as f64)));
         heat.push(centroids(test_r, test));
     }
     Ok((accuracy, heat))

@@ -21,7 +21,8 @@ use mixer_core::{Error, Mode, Seeds, host};
 use mixer_data::{FieldDir, FieldSet};
 use mixer_experts::{OperatorTransformer, PotOutput, PotSettings};
 
-use crate::checkpoint::{latest, load_module, load_record, publish, save_module, save_record, staging};
+use crate::checkpoint::{claim_run, latest, load_module, load_record, publish, save_module, save_record, staging};
+use crate::config::{positive, positive_f};
 use crate::progress::step_bar;
 use crate::{TrainError, read_json, write_json};
 
@@ -83,6 +84,17 @@ impl PotMix {
         }
         let channels = families.iter().map(|f| f.data.train.channels()).max().unwrap_or(1);
         Ok(Self { families, channels, grid: [h, w] })
+    }
+
+    /// The mix with the channels of a model built for `channels` (a family with more is an
+    /// error).
+    pub fn with_channels(mut self, channels: usize) -> Result<Self, TrainError> {
+        if let Some(f) = self.families.iter().find(|f| f.data.train.channels() > channels) {
+            let reason = format!("`{}` has {} channels; the model has {channels}", f.name, f.data.train.channels());
+            return Err(Error::config("channels", reason).into());
+        }
+        self.channels = channels;
+        Ok(self)
     }
 
     /// The families, in order.
@@ -254,19 +266,16 @@ impl Default for PotTrainSettings {
 impl PotTrainSettings {
     /// Checks every field; the error names it.
     pub fn validate(&self) -> Result<(), TrainError> {
-        let counts = [
+        for (field, v) in [
             ("batch", self.batch),
             ("steps", self.steps),
             ("eval_every", self.eval_every),
             ("val_windows", self.val_windows),
             ("checkpoint_every", self.checkpoint_every),
-        ];
-        if let Some((field, _)) = counts.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::config(*field, "must be at least 1").into());
+        ] {
+            positive(field, v)?;
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::config("lr", format!("{} is not a positive learning rate", self.lr)).into());
-        }
+        positive_f("lr", self.lr)?;
         if !(self.final_lr_ratio > 0.0 && self.final_lr_ratio <= 1.0) {
             return Err(Error::config("final_lr_ratio", format!("{} is not in (0, 1]", self.final_lr_ratio)).into());
         }
@@ -333,6 +342,10 @@ pub struct PotTrainState {
     pub seed: u64,
     /// Each block's router state (temperature), of the current and of the best model.
     pub routers: [Vec<Option<serde_json::Value>>; 2],
+    /// Field channels of the model (the widest family of the mix it was built for).
+    pub channels: usize,
+    /// Grid `[H, W]` of the model.
+    pub grid: [usize; 2],
 }
 
 /// The file of a run folder holding the config.
@@ -379,21 +392,10 @@ pub fn train_pot<B: AutodiffBackend>(
         None => config.model.init::<B>(mix.channels(), mix.grid(), &mut seeds.stream("model-init"), device)?,
     };
     let fresh = if config.stage == Stage::Finetune { fresh.freeze_routing() } else { fresh };
-    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-    let config_path = run.join(POT_CONFIG_FILE);
-    // A run folder resumes under its own config; only the step budget may grow.
-    let same_but_steps = |c: &PotRunConfig| {
-        let mut c = c.clone();
-        c.train.steps = config.train.steps;
-        c == *config
-    };
-    match read_json::<PotRunConfig>(&config_path) {
-        Ok(on_disk) if !same_but_steps(&on_disk) => {
-            let reason = format!("{} holds a run of another config; use a new folder", run.display());
-            return Err(Error::config("config", reason).into());
-        }
-        _ => write_json(&config_path, config)?,
-    }
+    claim_run(run, POT_CONFIG_FILE, config, |mut c: PotRunConfig| {
+        c.train.steps = t.steps;
+        c
+    })?;
     let frames = config.model.frames;
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<B, OperatorTransformer<B>>();
     let (mut model, mut best, mut state) = match latest(run)? {
@@ -411,6 +413,8 @@ pub fn train_pot<B: AutodiffBackend>(
                 parameters: fresh.parameter_count(),
                 active_parameters: fresh.active_parameter_count(),
                 seed,
+                channels: fresh.field_shape().0,
+                grid: fresh.field_shape().1,
                 ..Default::default()
             };
             (fresh.clone(), fresh, state)
@@ -495,20 +499,22 @@ pub fn train_pot<B: AutodiffBackend>(
     Ok((best, state))
 }
 
-/// Loads the best model of a finished operator run for fields of `channels` channels on `grid`,
-/// with its config and state; a run of another architecture is an error.
+/// Loads the best model of a finished operator run with its config and state; a folder that
+/// holds no operator run, or a checkpoint of another architecture than its config's, is an
+/// error.
 pub fn load_pot_model<B: Backend>(
     run: &Path,
-    channels: usize,
-    grid: [usize; 2],
     device: &B::Device,
 ) -> Result<(PotRunConfig, OperatorTransformer<B>, PotTrainState), TrainError> {
-    let config: PotRunConfig = read_json(&run.join(POT_CONFIG_FILE))?;
+    let config: PotRunConfig = read_json(&run.join(POT_CONFIG_FILE)).map_err(|_| {
+        Error::config("run", format!("{} holds no operator run (no readable {POT_CONFIG_FILE})", run.display()))
+    })?;
     let Some((_, checkpoint)) = latest(run)? else {
         return Err(Error::config("run", format!("{} has no finished training", run.display())).into());
     };
     let state: PotTrainState = read_json(&checkpoint.join("state.json"))?;
-    let fresh = config.model.init::<B>(channels, grid, &mut Seeds::new(state.seed).stream("model-init"), device)?;
+    let mut rng = Seeds::new(state.seed).stream("model-init");
+    let fresh = config.model.init::<B>(state.channels, state.grid, &mut rng, device)?;
     let mut model = load_module(fresh, run, POT_MODEL_FILE, device)?;
     model.load_router_states(&state.routers[1])?;
     Ok((config, model, state))
