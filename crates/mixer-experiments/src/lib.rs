@@ -5,6 +5,8 @@
 //!   ([`plot::plot_dataset`]: time series and phase portraits per family).
 //! - [`reproduce()`]: the [`Plan`] of published experiments (MixER, Nzoyem et al. 2025) and the [`Report`]
 //!   that becomes `results/REPORT.md`; [`summary_cell`] is how its tables show a score.
+//! - [`ContinualExperiment`] / [`ContinualJob`]: continual model-based control (HyperCRL and
+//!   its baselines), reward and prediction matrices per method, heat maps, [`continual_markdown`].
 //! - [`init_logging`]: the log subscriber of the `mixer` binary and `cargo xtask`.
 //!
 //! ```
@@ -17,6 +19,7 @@
 //! ```
 
 mod backend;
+mod continual;
 mod data;
 mod error;
 mod experiment;
@@ -32,6 +35,10 @@ mod run;
 pub use backend::{BackendJob, DeviceChoice, dispatch};
 /// The backend bound of [`BackendJob::run`], re-exported so callers need not name burn.
 pub use burn::tensor::backend::AutodiffBackend;
+pub use continual::{
+    BUILTIN_CONTINUAL_EXPERIMENTS, ContinualExperiment, ContinualExperimentRecord, ContinualJob, ContinualRunMetrics,
+    ContinualRunRecord, continual_markdown, continual_run,
+};
 pub use data::RunData;
 pub use error::ExperimentError;
 pub use experiment::{BUILTIN_EXPERIMENTS, DataSource, Experiment, Variant};

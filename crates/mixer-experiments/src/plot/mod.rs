@@ -7,6 +7,7 @@ mod contexts;
 mod dataset;
 mod field_runs;
 mod fields;
+mod matrix;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -21,6 +22,7 @@ pub use contexts::{Pca2, plot_contexts};
 pub use dataset::{dataset_panels, plot_dataset};
 pub use field_runs::field_run_figures;
 pub use fields::{heat_color, plot_fields, shown_frames};
+pub use matrix::matrix_heatmap;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSansCondensed.ttf");
 static REGISTER: Once = Once::new();
