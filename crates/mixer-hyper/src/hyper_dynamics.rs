@@ -284,7 +284,7 @@ fn column_stats(rows: &[f64], width: usize) -> (Vec<f64>, Vec<f64>) {
 impl DeltaNormaliser {
     /// Statistics of `inputs: [n, input_width]` and `deltas: [n, d]` (row-major, `n >= 1`).
     pub fn fit(inputs: &[f64], input_width: usize, deltas: &[f64], d: usize) -> Result<Self, HyperError> {
-        let n = if input_width == 0 { 0 } else { inputs.len() / input_width };
+        let n = inputs.len().checked_div(input_width).unwrap_or(0);
         if n == 0 || inputs.len() != n * input_width || deltas.len() != n * d || d == 0 {
             return Err(Error::shape(
                 "normaliser data (inputs, deltas)",

@@ -171,8 +171,11 @@ impl ContinualSettings {
         if self.method == ContinualMethod::Coreset && self.coreset == 0 {
             return bad("coreset", "the coreset method needs at least 1 stored transition per task".into());
         }
-        if self.method == ContinualMethod::Ewc && (self.ewc_samples == 0 || !(self.ewc_lambda >= 0.0)) {
-            return bad("ewc_samples", "the ewc method needs ewc_samples >= 1 and ewc_lambda >= 0".into());
+        if self.method == ContinualMethod::Ewc && self.ewc_samples == 0 {
+            return bad("ewc_samples", "the ewc method needs at least 1 transition per Fisher estimate".into());
+        }
+        if !(self.ewc_lambda >= 0.0 && self.ewc_lambda.is_finite()) {
+            return bad("ewc_lambda", format!("must be a finite number >= 0, got {}", self.ewc_lambda));
         }
         self.cem.check()?;
         self.model_config(1, 1).validate()?;
@@ -394,6 +397,18 @@ fn check_identity(run: &Path, identity: &RunIdentity) -> Result<(), TrainError> 
     }
 }
 
+/// What one training phase of task `t` reads.
+struct Phase<'a, B: AutodiffBackend> {
+    objective: &'a Objective<B>,
+    /// Task `t`'s buffer.
+    buffer: &'a TransitionBuffer,
+    /// What is kept of tasks `0..t`.
+    kept: &'a [TransitionBuffer],
+    /// Normalisers of tasks `0..=t`.
+    norms: &'a [NormaliserTensors<B>],
+    t: usize,
+}
+
 /// The parts of a run that stay fixed while tasks are learned.
 struct Learner<'a, B: AutodiffBackend> {
     settings: &'a ContinualSettings,
@@ -442,47 +457,49 @@ impl<B: AutodiffBackend> Learner<'_, B> {
         let clip = s.grad_clip.map(|c| burn::grad_clipping::GradientClippingConfig::Norm(c as f32));
         let mut optim = AdamConfig::new().with_epsilon(1e-8).with_grad_clipping(clip).init::<B, TaskDynamics<B>>();
         let mut train_rng = self.seeds.stream(&format!("train-{t}"));
-        let mut returns = Vec::new();
-        let mut last_mse = f64::NAN;
+        let (mut returns, mut last_mse) = (Vec::new(), f64::NAN);
         for phase in 0..=s.planned_episodes {
             // the normaliser follows the buffer as it grows
-            let (inputs, deltas) = buffer.all_rows();
-            let current = DeltaNormaliser::fit(&inputs, task.dim() + task.actions(), &deltas, task.dim())?;
+            let current = buffer.normaliser()?;
             let norms = self.norms(state, &current);
-            for step in 0..s.train_steps {
-                let (loss, mse) =
-                    objective.loss(&model, t, &buffer, &state.kept, &norms, s.batch, &mut train_rng, device)?;
-                if !mse.is_finite() {
-                    let reason =
-                        format!("the training MSE became {mse} at task {t}, step {step}; lower the learning rate");
-                    return Err(Error::config("lr", reason).into());
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(s.lr, model, grads);
-                last_mse = mse;
-            }
+            let phase_data = Phase { objective: &objective, buffer: &buffer, kept: &state.kept, norms: &norms, t };
+            (model, last_mse) = self.train_phase(model, &mut optim, phase_data, &mut train_rng)?;
             if phase < s.planned_episodes {
-                let valid = model.valid();
-                let norm = current.on(device);
-                returns.push(planned_episode(
-                    &valid.network(t)?,
-                    &norm,
-                    task,
-                    &s.cem,
-                    self.steps(t),
-                    &mut rng,
-                    &mut buffer,
-                    device,
-                )?);
+                let (valid, norm, steps) = (model.valid(), current.on(device), self.steps(t));
+                let net = valid.network(t)?;
+                returns.push(planned_episode(&net, &norm, task, &s.cem, steps, &mut rng, &mut buffer, device)?);
             }
         }
-        let (inputs, deltas) = buffer.all_rows();
-        let current = DeltaNormaliser::fit(&inputs, task.dim() + task.actions(), &deltas, task.dim())?;
+        let current = buffer.normaliser()?;
         self.keep(&model, state, &buffer, &current, t)?;
         state.normalisers.push(current);
         state.report.planned_returns.push(returns);
         state.report.train_mse.push(last_mse);
         Ok(model)
+    }
+
+    /// `train_steps` optimiser steps on `phase`; returns the model and its last training MSE.
+    fn train_phase(
+        &self,
+        mut model: TaskDynamics<B>,
+        optim: &mut impl Optimizer<TaskDynamics<B>, B>,
+        phase: Phase<'_, B>,
+        rng: &mut mixer_core::Rng,
+    ) -> Result<(TaskDynamics<B>, f64), TrainError> {
+        let (s, t) = (self.settings, phase.t);
+        let mut last = f64::NAN;
+        for step in 0..s.train_steps {
+            let (loss, mse) =
+                phase.objective.loss(&model, t, phase.buffer, phase.kept, phase.norms, s.batch, rng, self.device)?;
+            if !mse.is_finite() {
+                let reason = format!("the training MSE became {mse} at task {t}, step {step}; lower the learning rate");
+                return Err(Error::config("lr", reason).into());
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(s.lr, model, grads);
+            last = mse;
+        }
+        Ok((model, last))
     }
 
     /// Stores what the method keeps of finished task `t`.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use mixer_core::host::tensor2;
 use mixer_core::{Error, Rng};
 use mixer_data::ControlSystem;
+use mixer_hyper::DeltaNormaliser;
 
 use crate::TrainError;
 
@@ -139,6 +140,12 @@ impl TransitionBuffer {
     /// Every row's inputs and state changes.
     pub fn all_rows(&self) -> (Vec<f64>, Vec<f64>) {
         self.rows(&(0..self.len()).collect::<Vec<_>>())
+    }
+
+    /// The normaliser of every row's inputs and state changes (at least one row needed).
+    pub fn normaliser(&self) -> Result<DeltaNormaliser, TrainError> {
+        let (inputs, deltas) = self.all_rows();
+        Ok(DeltaNormaliser::fit(&inputs, self.dim + self.actions, &deltas, self.dim)?)
     }
 
     /// `batch` rows drawn uniformly with replacement, as tensors `([k, d + m], [k, d])`.

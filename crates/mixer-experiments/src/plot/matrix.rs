@@ -61,8 +61,8 @@ pub fn matrix_heatmap(
     let style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
     chart
         .draw_series(cells.iter().map(|&(i, j, v)| {
-            let color = if scale(v) > 0.6 { BLACK } else { WHITE };
-            Text::new(short(v), (j as f64 + 0.5, i as f64 + 0.5), style.clone().color(&color))
+            let color: &'static RGBColor = if scale(v) > 0.6 { &BLACK } else { &WHITE };
+            Text::new(short(v), (j as f64 + 0.5, i as f64 + 0.5), style.clone().color(color))
         }))
         .map_err(|e| draw_err(path, e))?;
     root.present().map_err(|e| draw_err(path, e))
