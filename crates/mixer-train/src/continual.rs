@@ -335,31 +335,11 @@ pub fn run_continual_until<B: AutodiffBackend>(
     B::seed(device, seeds.stream_seed("init"));
     let mut model = config.init::<B>(device)?;
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
-    let mut state = ContinualState {
-        done: 0,
-        report: ContinualReport {
-            method: settings.method,
-            tasks: names.clone(),
-            reward: Vec::new(),
-            mse: Vec::new(),
-            parameters: Vec::new(),
-            planned_returns: Vec::new(),
-            train_mse: Vec::new(),
-            seconds: Vec::new(),
-        },
-        normalisers: Vec::new(),
-        kept: Vec::new(),
-        anchors: Vec::new(),
-        seed,
-    };
+    let mut state = ContinualState::new(settings.method, names.clone(), seed);
     if let Some(run) = run {
         check_identity(run, &RunIdentity { settings: settings.clone(), tasks: names, seed })?;
         if let Some((_, dir)) = latest(run)? {
-            state = read_json(&dir.join("state.json"))?;
-            for _ in 0..state.done {
-                model = model.with_task(&vec![0.0; settings.model.embedding], device)?;
-            }
-            model = load_module(model, &dir, "model", device)?;
+            (model, state) = resume(model, &dir, settings.model.embedding, device)?;
             info!(run = %run.display(), done = state.done, "continual run resumed");
         }
     }
@@ -381,6 +361,38 @@ pub fn run_continual_until<B: AutodiffBackend>(
         }
     }
     Ok(ContinualRun { model: model.valid(), state })
+}
+
+impl ContinualState {
+    /// The state of a run of `method` over tasks `names` before any task is learned.
+    pub fn new(method: ContinualMethod, names: Vec<String>, seed: u64) -> Self {
+        let report = ContinualReport {
+            method,
+            tasks: names,
+            reward: Vec::new(),
+            mse: Vec::new(),
+            parameters: Vec::new(),
+            planned_returns: Vec::new(),
+            train_mse: Vec::new(),
+            seconds: Vec::new(),
+        };
+        Self { done: 0, report, normalisers: Vec::new(), kept: Vec::new(), anchors: Vec::new(), seed }
+    }
+}
+
+/// The model and state of the checkpoint in `dir`: `fresh` grown to the checkpoint's task count
+/// (embedding size `embedding`), then loaded.
+fn resume<B: AutodiffBackend>(
+    mut fresh: TaskDynamics<B>,
+    dir: &Path,
+    embedding: usize,
+    device: &B::Device,
+) -> Result<(TaskDynamics<B>, ContinualState), TrainError> {
+    let state: ContinualState = read_json(&dir.join("state.json"))?;
+    for _ in 0..state.done {
+        fresh = fresh.with_task(&vec![0.0; embedding], device)?;
+    }
+    Ok((load_module(fresh, dir, "model", device)?, state))
 }
 
 /// Writes `config.json` into a fresh run folder, or refuses a folder of another run.

@@ -5,7 +5,7 @@ fn the_continual_experiment_resolves_its_profiles() {
     let quick = ContinualExperiment::builtin("continual-control", Profile::Quick).unwrap();
     assert_eq!((quick.systems.clone(), quick.tasks), (vec!["pendulum-swingup".to_string()], 5));
     assert_eq!(quick.methods, ContinualMethod::ALL.to_vec());
-    assert_eq!((quick.run.cem.horizon, quick.run.cem.particles, quick.run.lr), (15, 100, 1e-3));
+    assert_eq!((quick.run.cem.horizon, quick.run.cem.particles, quick.run.lr), (20, 100, 1e-3));
     assert_eq!((quick.run.model.hidden.clone(), quick.run.model.embedding), (vec![32, 32], 10));
     assert_eq!(quick.settings(ContinualMethod::Ewc).method, ContinualMethod::Ewc);
     let paper = ContinualExperiment::builtin("continual-control", Profile::Paper).unwrap();
@@ -25,7 +25,7 @@ fn bad_continual_experiments_are_clear_errors() {
     let err = |t: &str| ContinualExperiment::parse(t, Profile::Quick).unwrap_err().to_string();
     assert!(err(&text.replace("\"ewc\"]", "\"replay\"]")).contains("replay"));
     assert!(err(&text.replace("beta = 0.05", "beta = -1.0")).contains("beta"));
-    assert!(err(&text.replace("horizon = 15", "horizon = 0")).contains("horizon"));
+    assert!(err(&text.replace("horizon = 20", "horizon = 0")).contains("horizon"));
     assert!(err(&text.replace("tasks = 5", "tasks = 9")).contains("tasks"));
     assert!(err(&text.replace("capacity = 2000", "capacity = 0")).contains("capacity"));
     assert!(err(&text.replace("kind = \"continual\"", "kind = \"field\"")).contains("kind = \"continual\""));
