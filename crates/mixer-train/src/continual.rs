@@ -309,6 +309,50 @@ struct RunIdentity {
 
 /// Learns every task of `tasks` in order with `settings.method` (see the module docs); with a
 /// run folder `run`, checkpoints at task boundaries and resumes from the latest one.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use mixer_data::ControlSystem;
+/// use mixer_hyper::Activation;
+/// use mixer_train::{CemSettings, ContinualMethod, ContinualSettings, DynamicsShape, run_continual, system_tasks};
+///
+/// # fn main() -> Result<(), mixer_train::TrainError> {
+/// let pendulum = ControlSystem::builtin("pendulum-swingup")?;
+/// let tasks = system_tasks(&pendulum, 2)?;
+/// let settings = ContinualSettings {
+///     method: ContinualMethod::Hypercrl,
+///     model: DynamicsShape {
+///         hidden: vec![8],
+///         activation: Activation::Tanh,
+///         embedding: 10,
+///         hypernet_hidden: vec![8],
+///         chunk_size: None,
+///         chunk_embedding: 2,
+///     },
+///     beta: 0.05,
+///     plastic_embeddings: false,
+///     lr: 1e-3,
+///     grad_clip: Some(5.0),
+///     batch: 16,
+///     capacity: 100,
+///     random_episodes: 1,
+///     planned_episodes: 0,
+///     train_steps: 5,
+///     episode_steps: Some(20),
+///     heldout: 20,
+///     eval_episodes: 0,
+///     coreset: 0,
+///     ewc_lambda: 0.0,
+///     ewc_samples: 0,
+///     cem: CemSettings::default(),
+/// };
+/// let run = run_continual::<Autodiff<NdArray<f64>>>(&settings, &tasks, 7, None, &Default::default())?;
+/// let mse = &run.state.report.mse; // after task i, on task j <= i
+/// assert_eq!((mse.len(), mse[1].len()), (2, 2));
+/// assert_eq!(run.model.tasks(), 2);
+/// # Ok(())
+/// # }
+/// ```
 pub fn run_continual<B: AutodiffBackend>(
     settings: &ContinualSettings,
     tasks: &[ContinualTask],
