@@ -16,6 +16,8 @@ mod config;
 mod continual;
 mod continual_data;
 mod continual_objective;
+mod continual_report;
+mod continual_settings;
 mod evaluate;
 mod expert_losses;
 mod field_eval;
@@ -41,14 +43,13 @@ pub use config::{
     AdaptConfig, ContextStart, DataOptions, LossScale, ModelConfig, Reseat, RunConfig, Segments, SubsetRule,
     TrainConfig,
 };
-pub use continual::{
-    ContinualMethod, ContinualReport, ContinualRun, ContinualSettings, ContinualState, DynamicsShape, run_continual,
-    run_continual_until,
-};
+pub use continual::{ContinualRun, ContinualState, run_continual, run_continual_until};
 pub use continual_data::{
     ContinualTask, TransitionBuffer, check_sequence, random_action, random_transitions, run_episode, system_tasks,
 };
 pub use continual_objective::{EwcAnchor, heldout_mse, planned_episode};
+pub use continual_report::ContinualReport;
+pub use continual_settings::{ContinualMethod, ContinualSettings, DynamicsShape};
 pub use evaluate::{EvalReport, evaluate, predict, score};
 pub use expert_losses::{constant_routing, expert_loss_matrix, generic_expert_loss_matrix};
 pub use field_eval::{CLOSE_RTOL, FieldEval, FieldMetrics, Rollout, evaluate_field, free_run};
