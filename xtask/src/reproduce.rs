@@ -66,6 +66,20 @@ pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
             );
         }
     }
+    for e in &report.continual_experiments {
+        for r in &e.runs {
+            let m = &r.metrics;
+            let show = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.1}"));
+            println!(
+                "{:<16} {:<10} {:<10} average final reward {}  average forgetting {}",
+                e.name,
+                m.system,
+                r.method.name(),
+                show(m.average_final_reward),
+                show(m.average_forgetting)
+            );
+        }
+    }
     println!("wrote {}", path.display());
     Ok(())
 }

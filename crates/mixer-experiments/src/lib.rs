@@ -5,6 +5,8 @@
 //!   ([`plot::plot_dataset`]: time series and phase portraits per family).
 //! - [`reproduce()`]: the [`Plan`] of published experiments (MixER, Nzoyem et al. 2025) and the [`Report`]
 //!   that becomes `results/REPORT.md`; [`summary_cell`] is how its tables show a score.
+//! - [`ContinualExperiment`] / [`ContinualJob`]: continual model-based control (HyperCRL and
+//!   its baselines), reward and prediction matrices per method, heat maps, [`continual_markdown`].
 //! - [`init_logging`]: the log subscriber of the `mixer` binary and `cargo xtask`.
 //!
 //! ```
@@ -17,6 +19,7 @@
 //! ```
 
 mod backend;
+mod continual;
 mod data;
 mod error;
 mod experiment;
@@ -33,6 +36,10 @@ mod run;
 pub use backend::{BackendJob, DeviceChoice, dispatch};
 /// The backend bound of [`BackendJob::run`], re-exported so callers need not name burn.
 pub use burn::tensor::backend::AutodiffBackend;
+pub use continual::{
+    BUILTIN_CONTINUAL_EXPERIMENTS, ContinualExperiment, ContinualExperimentRecord, ContinualJob, ContinualRunMetrics,
+    ContinualRunRecord, continual_markdown, continual_run,
+};
 pub use data::RunData;
 pub use error::ExperimentError;
 pub use experiment::{BUILTIN_EXPERIMENTS, DataSource, Experiment, Variant};
@@ -48,8 +55,8 @@ pub use pde_pretrain::{
 pub use profile::Profile;
 pub use report::summary_cell;
 pub use reproduce::{
-    DatasetRecord, ExperimentRecord, PUBLISHED_DATASETS, Plan, REPRODUCED_EXPERIMENTS, REPRODUCED_FIELD_EXPERIMENTS,
-    REPRODUCED_PDE_EXPERIMENTS, Report, RunRecord, reproduce,
+    DatasetRecord, ExperimentRecord, PUBLISHED_DATASETS, Plan, REPRODUCED_CONTINUAL_EXPERIMENTS,
+    REPRODUCED_EXPERIMENTS, REPRODUCED_FIELD_EXPERIMENTS, REPRODUCED_PDE_EXPERIMENTS, Report, RunRecord, reproduce,
 };
 pub use run::{
     AdaptationMetrics, LoadedRun, RoutingMetrics, RunMetrics, Timing, adapt_run, adapted_path, eval_run, load_run,

@@ -71,6 +71,13 @@ impl Report {
                 s.push('\n');
             }
         }
+        if !self.continual_experiments.is_empty() {
+            let _ = writeln!(s, "## Continual model-based control\n");
+            for e in &self.continual_experiments {
+                s.push_str(&crate::continual_markdown(e, |p| self.link(p)));
+                s.push('\n');
+            }
+        }
         if !self.pde_experiments.is_empty() {
             let _ = writeln!(s, "## Operator pre-training on mixed PDE families\n");
             for e in &self.pde_experiments {

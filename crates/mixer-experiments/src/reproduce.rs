@@ -15,6 +15,7 @@ use mixer_data::{DatasetDir, DatasetSpec, GenerateOptions, MANIFEST_FILE, Manife
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::continual::{ContinualExperiment, ContinualExperimentRecord, ContinualJob};
 use crate::field::{FieldExperiment, FieldExperimentRecord, FieldJob, field_data_figure};
 use crate::pde_pretrain::{PdeExperiment, PdeExperimentRecord, PdeJob};
 use crate::report::relative;
@@ -34,6 +35,9 @@ pub const REPRODUCED_FIELD_EXPERIMENTS: [&str; 1] = ["heat-regions"];
 
 /// The operator pre-training experiments `reproduce` trains by default (MoE-POT).
 pub const REPRODUCED_PDE_EXPERIMENTS: [&str; 1] = ["pde-pretrain"];
+
+/// The continual control experiments `reproduce` trains by default (HyperCRL).
+pub const REPRODUCED_CONTINUAL_EXPERIMENTS: [&str; 1] = ["continual-control"];
 
 /// Experiments `reproduce` runs only when named (`--only NAME`): the router comparison trains
 /// ten models, top-k ones several times slower per step than top-1 (docs/results.md).
@@ -64,6 +68,9 @@ pub struct Plan {
     /// Operator pre-training experiments (mixed PDE families), resolved for the profile.
     #[serde(default)]
     pub pde_experiments: Vec<PdeExperiment>,
+    /// Continual control experiments (HyperCRL and baselines), resolved for the profile.
+    #[serde(default)]
+    pub continual_experiments: Vec<ContinualExperiment>,
 }
 
 impl Plan {
@@ -89,6 +96,10 @@ impl Plan {
                 .iter()
                 .map(|n| PdeExperiment::builtin(n, profile))
                 .collect::<Result<_, _>>()?,
+            continual_experiments: REPRODUCED_CONTINUAL_EXPERIMENTS
+                .iter()
+                .map(|n| ContinualExperiment::builtin(n, profile))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -102,6 +113,7 @@ impl Plan {
         self.experiments.retain(|e| e.name == n);
         self.field_experiments.retain(|e| e.name == n);
         self.pde_experiments.retain(|e| e.name == n);
+        self.continual_experiments.retain(|e| e.name == n);
         let wanted: Vec<String> = self.experiments.iter().map(|e| e.data.system.clone()).collect();
         let known: Vec<String> = self.datasets.clone();
         self.datasets.retain(|d| d == n || wanted.contains(d));
@@ -109,6 +121,7 @@ impl Plan {
             && self.experiments.is_empty()
             && self.field_experiments.is_empty()
             && self.pde_experiments.is_empty()
+            && self.continual_experiments.is_empty()
         {
             return Err(ExperimentError::UnknownExperiment { name: n.to_string(), known: known.join(", ") });
         }
@@ -190,6 +203,9 @@ pub struct Report {
     /// Trained operator pre-training experiments.
     #[serde(default)]
     pub pde_experiments: Vec<PdeExperimentRecord>,
+    /// Continual control experiments.
+    #[serde(default)]
+    pub continual_experiments: Vec<ContinualExperimentRecord>,
 }
 
 /// Runs the plan: datasets first, then every experiment's runs; returns the report (not yet written).
@@ -206,7 +222,15 @@ pub fn reproduce(plan: &Plan, progress: &dyn Fn(&str) -> ProgressBar) -> Result<
         plan.field_experiments.iter().map(|e| field_experiment(plan, e)).collect::<Result<Vec<_>, _>>()?;
     let pde_experiments =
         plan.pde_experiments.iter().map(|e| pde_experiment(plan, e, progress)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Report { plan: plan.clone(), datasets, experiments, field_experiments, pde_experiments })
+    let continual_experiments = plan
+        .continual_experiments
+        .iter()
+        .map(|e| {
+            let runs_dir = plan.out_dir.join("runs").join(plan.profile.name()).join(&e.name);
+            dispatch(plan.device, ContinualJob { experiment: e, runs_dir })?
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Report { plan: plan.clone(), datasets, experiments, field_experiments, pde_experiments, continual_experiments })
 }
 
 /// Generates (or finds) the families of an operator experiment, then trains and scores its
@@ -370,6 +394,9 @@ impl Report {
             experiments: merge_by_name(earlier.experiments, self.experiments, |e| &e.name),
             field_experiments: merge_by_name(earlier.field_experiments, self.field_experiments, |e| &e.name),
             pde_experiments: merge_by_name(earlier.pde_experiments, self.pde_experiments, |e| &e.name),
+            continual_experiments: merge_by_name(earlier.continual_experiments, self.continual_experiments, |e| {
+                &e.name
+            }),
             plan: self.plan,
         }
     }

@@ -652,7 +652,7 @@ mod tests {
             depth: 2,
             afno_blocks: 2,
             norm_groups: 2,
-            channel: ChannelSettings::Moe(MoeMlpSettings { mlp_ratio: 2, experts: 5, router, ..Default::default() }),
+            channel: ChannelSettings::Moe(MoeMlpSettings { mlp_ratio: 2, experts: 5, router }),
             ..PotSettings::default()
         }
     }

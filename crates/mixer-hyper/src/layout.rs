@@ -110,6 +110,42 @@ impl MlpLayout {
         }
         h
     }
+
+    /// Splits one parameter vector `params: [P]` into each layer's weight `[out, in]` and bias
+    /// `[1, out]`, so that a network used for many batches is sliced once.
+    pub fn unpack<B: Backend>(&self, params: Tensor<B, 1>) -> Vec<(Tensor<B, 2>, Tensor<B, 2>)> {
+        let mut offset = 0;
+        self.sizes
+            .windows(2)
+            .map(|w| {
+                let (i, o) = (w[0], w[1]);
+                let weight = params.clone().narrow(0, offset, o * i).reshape([o, i]);
+                let bias = params.clone().narrow(0, offset + o * i, o).reshape([1, o]);
+                offset += o * i + o;
+                (weight, bias)
+            })
+            .collect()
+    }
+
+    /// Evaluates the MLP with one set of unpacked layers ([`MlpLayout::unpack`]) shared by every
+    /// row: `x: [N, in]` → `[N, out]`, one matmul per layer.
+    pub fn forward_unpacked<B: Backend>(
+        &self,
+        layers: &[(Tensor<B, 2>, Tensor<B, 2>)],
+        x: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let last = layers.len().saturating_sub(1);
+        layers.iter().enumerate().fold(x, |h, (l, (w, b))| {
+            let y = h.matmul(w.clone().transpose()) + b.clone();
+            if l < last { self.activation.apply(y) } else { y }
+        })
+    }
+
+    /// Evaluates the MLP with one parameter vector `params: [P]` shared by every row:
+    /// `x: [N, in]` → `[N, out]`.
+    pub fn forward_shared<B: Backend>(&self, params: Tensor<B, 1>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.forward_unpacked(&self.unpack(params), x)
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +168,24 @@ mod tests {
                 (0..3).map(|o| (q[o * 2] * x[r * 2] + q[o * 2 + 1] * x[r * 2 + 1] + q[6 + o]).tanh()).collect();
             let y = q[9] * h[0] + q[10] * h[1] + q[11] * h[2] + q[12];
             assert!((got[r] - y).abs() < 1e-12, "row {r}: {} vs {y}", got[r]);
+        }
+    }
+
+    #[test]
+    fn one_shared_parameter_vector_matches_per_row_copies() {
+        let device = Default::default();
+        let layout = MlpLayout { sizes: vec![2, 3, 2], activation: Activation::Swish };
+        let p: Vec<f64> = (0..layout.num_params()).map(|i| ((i * 5 % 13) as f64 - 6.0) / 9.0).collect();
+        let x = [0.3, -0.8, 1.1, 0.4, -2.0, 0.7];
+        let shared = to_vec(layout.forward_shared(
+            Tensor::<TestBackend, 1>::from_data(burn::tensor::TensorData::new(p.clone(), [p.len()]), &device),
+            tensor2(&x, [3, 2], &device),
+        ));
+        let rows: Vec<f64> = (0..3).flat_map(|_| p.iter().copied()).collect();
+        let per_row =
+            to_vec(layout.forward(tensor2::<TestBackend>(&rows, [3, p.len()], &device), tensor2(&x, [3, 2], &device)));
+        for (a, b) in shared.iter().zip(&per_row) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
         }
     }
 

@@ -7,7 +7,10 @@
 //!   flat root network ([`CodaHypernet`], `theta = theta0 + H ctx`);
 //! - MIP input encoding ([`mip_encode`]) and the residual output form `theta0 + H(enc(z))`;
 //! - a HyperCRL-style chunked hypernetwork ([`ChunkedHypernet`]) that generates all weights of an
-//!   MLP ([`MlpLayout`]) from an environment embedding.
+//!   MLP ([`MlpLayout`]) from an environment embedding;
+//! - task-conditioned dynamics models for continual control ([`TaskDynamics`]: HyperCRL's
+//!   hypernetwork-generated weights, or shared weights for the baselines) with their
+//!   [`DeltaNormaliser`] and HyperCRL's output regulariser.
 //!
 //! The per-layer forms act on one context row per input row without building per-row weight
 //! matrices.
@@ -35,6 +38,7 @@ mod coda;
 mod coda_hypernet;
 mod context;
 mod error;
+mod hyper_dynamics;
 mod layout;
 mod low_rank;
 mod mip;
@@ -44,6 +48,9 @@ pub use coda::{CodaLinear, coda_linear};
 pub use coda_hypernet::{CodaHypernet, CodaHypernetConfig};
 pub use context::{ContextInit, ContextTable};
 pub use error::HyperError;
+pub use hyper_dynamics::{
+    Conditioning, DeltaNormaliser, NormaliserTensors, TaskDynamics, TaskDynamicsConfig, TaskNetwork,
+};
 pub use layout::{Activation, MlpLayout, sigmoid};
 pub use low_rank::{LowRankLinear, LowRankLinearConfig};
 pub use mip::{encode_context, encoded_width, mip_encode, mip_squash};

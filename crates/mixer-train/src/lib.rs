@@ -3,7 +3,8 @@
 //! [`Trainer`] runs the alternating proximal loop (context block, then model block, each
 //! step on a random subset of nearby environments, with MixER's gate refit on a schedule),
 //! writes atomic checkpoints and resumes from them; [`adapt`] fits contexts of new
-//! environments with everything else frozen; [`evaluate`] rolls out a split and scores it.
+//! environments with everything else frozen; [`evaluate`] rolls out a split and scores it;
+//! [`run_continual`] learns controlled tasks one after another (HyperCRL and its baselines).
 
 mod adabelief;
 mod adapt;
@@ -12,6 +13,11 @@ pub mod batch;
 mod cem;
 pub mod checkpoint;
 mod config;
+mod continual;
+mod continual_data;
+mod continual_objective;
+mod continual_report;
+mod continual_settings;
 mod evaluate;
 mod expert_losses;
 mod field_eval;
@@ -37,6 +43,13 @@ pub use config::{
     AdaptConfig, ContextStart, DataOptions, LossScale, ModelConfig, Reseat, RunConfig, Segments, SubsetRule,
     TrainConfig,
 };
+pub use continual::{ContinualRun, ContinualState, run_continual, run_continual_until};
+pub use continual_data::{
+    ContinualTask, TransitionBuffer, check_sequence, random_action, random_transitions, run_episode, system_tasks,
+};
+pub use continual_objective::{EwcAnchor, heldout_mse, planned_episode};
+pub use continual_report::ContinualReport;
+pub use continual_settings::{ContinualMethod, ContinualSettings, DynamicsShape};
 pub use evaluate::{EvalReport, evaluate, predict, score};
 pub use expert_losses::{constant_routing, expert_loss_matrix, generic_expert_loss_matrix};
 pub use field_eval::{CLOSE_RTOL, FieldEval, FieldMetrics, Rollout, evaluate_field, free_run};
@@ -69,6 +82,9 @@ pub enum TrainError {
     /// An expert or mixture error.
     #[error(transparent)]
     Experts(#[from] mixer_experts::ExpertError),
+    /// A hypernetwork or task-dynamics error.
+    #[error(transparent)]
+    Hyper(#[from] mixer_hyper::HyperError),
     /// A router error.
     #[error(transparent)]
     Routers(#[from] mixer_routers::RouterError),

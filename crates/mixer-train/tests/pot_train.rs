@@ -55,7 +55,7 @@ fn model() -> PotSettings {
         depth: 2,
         afno_blocks: 2,
         norm_groups: 4,
-        channel: ChannelSettings::Moe(MoeMlpSettings { mlp_ratio: 1, experts: 5, router, ..Default::default() }),
+        channel: ChannelSettings::Moe(MoeMlpSettings { mlp_ratio: 1, experts: 5, router }),
         ..PotSettings::default()
     }
 }

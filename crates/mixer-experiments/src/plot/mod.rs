@@ -7,6 +7,7 @@ mod contexts;
 mod dataset;
 mod field_runs;
 mod fields;
+mod matrix;
 mod routing;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use contexts::{Pca2, plot_contexts};
 pub use dataset::{dataset_panels, plot_dataset};
 pub use field_runs::field_run_figures;
 pub use fields::{heat_color, plot_fields, shown_frames};
+pub use matrix::matrix_heatmap;
 pub use routing::routing_heatmaps;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSansCondensed.ttf");
