@@ -19,7 +19,7 @@ use mixer_train::{
     ContinualMethod, ContinualReport, ContinualSettings, read_json, run_continual, system_tasks, write_json,
 };
 
-use crate::experiment::merge;
+use crate::experiment::{merge, shipped_text};
 use crate::plot::matrix_heatmap;
 use crate::{AutodiffBackend, BackendJob, ExperimentError, Profile};
 
@@ -69,12 +69,7 @@ impl ContinualExperiment {
 
     /// A shipped continual experiment under `profile`.
     pub fn builtin(name: &str, profile: Profile) -> Result<Self, ExperimentError> {
-        let (_, text) = BUILTIN_CONTINUAL_EXPERIMENTS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-            ExperimentError::UnknownExperiment {
-                name: name.to_string(),
-                known: BUILTIN_CONTINUAL_EXPERIMENTS.map(|(n, _)| n).join(", "),
-            }
-        })?;
+        let text = shipped_text(&BUILTIN_CONTINUAL_EXPERIMENTS, name)?;
         Self::parse(text, profile).map_err(|e| e.in_file(Path::new(&format!("<{name}>"))))
     }
 
