@@ -19,7 +19,7 @@ use mixer_train::{
     ContinualMethod, ContinualReport, ContinualSettings, read_json, run_continual, system_tasks, write_json,
 };
 
-use crate::experiment::{merge, shipped_text};
+use crate::experiment::{merge, parse_file, parse_shipped};
 use crate::plot::matrix_heatmap;
 use crate::{AutodiffBackend, BackendJob, ExperimentError, Profile};
 
@@ -69,14 +69,12 @@ impl ContinualExperiment {
 
     /// A shipped continual experiment under `profile`.
     pub fn builtin(name: &str, profile: Profile) -> Result<Self, ExperimentError> {
-        let text = shipped_text(&BUILTIN_CONTINUAL_EXPERIMENTS, name)?;
-        Self::parse(text, profile).map_err(|e| e.in_file(Path::new(&format!("<{name}>"))))
+        parse_shipped(&BUILTIN_CONTINUAL_EXPERIMENTS, name, profile, Self::parse)
     }
 
     /// Reads a continual experiment file under `profile`.
     pub fn load(path: &Path, profile: Profile) -> Result<Self, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, profile).map_err(|e| e.in_file(path))
+        parse_file(path, profile, Self::parse)
     }
 
     /// Parses continual experiment TOML and applies the overrides of `profile`

@@ -140,6 +140,26 @@ pub(crate) fn shipped_text(table: &[(&str, &'static str)], name: &str) -> Result
     })
 }
 
+/// Parses the shipped experiment `name` of `table` with `parse`; errors name `<name>`.
+pub(crate) fn parse_shipped<T>(
+    table: &[(&str, &'static str)],
+    name: &str,
+    profile: Profile,
+    parse: fn(&str, Profile) -> Result<T, ExperimentError>,
+) -> Result<T, ExperimentError> {
+    parse(shipped_text(table, name)?, profile).map_err(|e| e.in_file(Path::new(&format!("<{name}>"))))
+}
+
+/// Reads the experiment file `path` and parses it with `parse`; errors name the file.
+pub(crate) fn parse_file<T>(
+    path: &Path,
+    profile: Profile,
+    parse: fn(&str, Profile) -> Result<T, ExperimentError>,
+) -> Result<T, ExperimentError> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse(&text, profile).map_err(|e| e.in_file(path))
+}
+
 /// True when experiment TOML `text` says `kind = "<kind>"`.
 pub(crate) fn declares_kind(text: &str, kind: &str) -> bool {
     toml::from_str::<toml::Table>(text).is_ok_and(|t| t.get("kind").and_then(|k| k.as_str()) == Some(kind))

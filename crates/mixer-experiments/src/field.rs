@@ -16,7 +16,7 @@ use mixer_data::{
 use mixer_experts::FieldModelConfig;
 use mixer_train::{FieldMetrics, FieldRunConfig, evaluate_field, load_field_model, read_json, train_field, write_json};
 
-use crate::experiment::{declares_kind, merge, shipped_text, split_profile};
+use crate::experiment::{declares_kind, merge, parse_file, parse_shipped, split_profile};
 use crate::plot::{field_run_figures, plot_fields};
 use crate::{AutodiffBackend, BackendJob, ExperimentError, Profile};
 
@@ -71,14 +71,12 @@ impl FieldExperiment {
 
     /// A shipped field experiment under `profile`.
     pub fn builtin(name: &str, profile: Profile) -> Result<Self, ExperimentError> {
-        let text = shipped_text(&BUILTIN_FIELD_EXPERIMENTS, name)?;
-        Self::parse(text, profile).map_err(|e| e.in_file(Path::new(&format!("<{name}>"))))
+        parse_shipped(&BUILTIN_FIELD_EXPERIMENTS, name, profile, Self::parse)
     }
 
     /// Reads a field experiment file under `profile`.
     pub fn load(path: &Path, profile: Profile) -> Result<Self, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, profile).map_err(|e| e.in_file(path))
+        parse_file(path, profile, Self::parse)
     }
 
     /// Parses field experiment TOML and applies the overrides of `profile` (`[profile.NAME.run]`).

@@ -19,7 +19,7 @@ use mixer_train::{
     read_json, train_pot, write_json,
 };
 
-use crate::experiment::{declares_kind, merge, shipped_text, split_profile};
+use crate::experiment::{declares_kind, merge, parse_file, parse_shipped, split_profile};
 use crate::plot::{Panel, Series, Stroke, panel_grid, routing_heatmaps};
 use crate::{AutodiffBackend, BackendJob, ExperimentError, Profile};
 
@@ -104,14 +104,12 @@ impl PdeExperiment {
 
     /// A shipped experiment under `profile`.
     pub fn builtin(name: &str, profile: Profile) -> Result<Self, ExperimentError> {
-        let text = shipped_text(&BUILTIN_PDE_EXPERIMENTS, name)?;
-        Self::parse(text, profile).map_err(|e| e.in_file(Path::new(&format!("<{name}>"))))
+        parse_shipped(&BUILTIN_PDE_EXPERIMENTS, name, profile, Self::parse)
     }
 
     /// Reads an experiment file under `profile`.
     pub fn load(path: &Path, profile: Profile) -> Result<Self, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, profile).map_err(|e| e.in_file(path))
+        parse_file(path, profile, Self::parse)
     }
 
     /// Parses experiment TOML and applies the overrides of `profile` (`[profile.NAME.run]`).
@@ -315,17 +313,7 @@ impl PdeJob<'_> {
         };
         let (model, state) =
             train_pot::<B>(&config, &plan.mix, &plan.dir, self.experiment.seed, start, self.progress, device)?;
-        let path = plan.dir.join("metrics.json");
-        let metrics = match read_json::<PotMetrics>(&path) {
-            Ok(m) => m,
-            Err(_) => {
-                let e = self.experiment;
-                let m =
-                    evaluate_pot(&model.valid(), &plan.mix, e.rollout_steps, e.fit_windows, plan.train.batch, device)?;
-                write_json(&path, &m)?;
-                m
-            }
-        };
+        let metrics = self.scores(&model, plan, device)?;
         Ok((model, metrics, 1e3 * state.seconds / state.step.max(1) as f64))
     }
 
@@ -368,7 +356,7 @@ impl PdeJob<'_> {
                     dir: dir.join(format!("zero-shot-{h}")),
                     ..finetune(String::new(), h, Stage::Finetune)?
                 };
-                let zero_shot = first(self.evaluate_only(&base, &zero, device)?);
+                let zero_shot = first(self.scores(&base, &zero, device)?);
                 let (_, tuned, _) =
                     self.stage::<B>(&finetune(format!("held-out-{h}"), h, Stage::Finetune)?, Some(base), device)?;
                 let (_, scratch, _) =
@@ -380,8 +368,8 @@ impl PdeJob<'_> {
         Ok(PotVariantRecord { variant, dir, zero_shot, ms_per_step, finetuned, held_out })
     }
 
-    /// Scores `model` on the plan's mix without training, cached in the plan's folder.
-    fn evaluate_only<B: AutodiffBackend>(
+    /// Scores `model` on the plan's mix, cached as `metrics.json` in the plan's folder.
+    fn scores<B: AutodiffBackend>(
         &self,
         model: &OperatorTransformer<B>,
         plan: &StagePlan,
