@@ -46,6 +46,11 @@ impl BackendJob for Job {
                 let cell = s.map_or_else(|| "–".to_string(), summary_cell);
                 println!("{split:<14} {metric:<11} {cell}");
             }
+            if let Some(lt) = &r.long_term {
+                for (metric, s) in [("D_stsp", &lt.dstsp), ("D_H", &lt.hellinger), ("MASE", &lt.mase)] {
+                    println!("{:<14} {metric:<11} {}", "", summary_cell(s));
+                }
+            }
         }
         if let (Some(p), Some(n)) = (m.routing.purity, m.routing.nmi) {
             println!("routing        purity {p:.3}   nmi {n:.3}");

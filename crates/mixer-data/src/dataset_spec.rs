@@ -80,7 +80,7 @@ impl DatasetSpec {
     }
 
     /// Resolves a collection: each family is a shipped system with the collection's environment
-    /// rules, trajectory counts and number of points.
+    /// rules (when it gives any; else the system's own), trajectory counts and number of points.
     pub fn from_collection(c: &CollectionSpec) -> Result<Self, DataError> {
         if c.families.is_empty() {
             return Err(DataError::spec(&c.name, "families", "needs at least one system"));
@@ -91,7 +91,9 @@ impl DatasetSpec {
             let mut spec = SystemSpec::from_toml(text)?;
             spec.points = c.points;
             spec.keep_every = c.keep_every;
-            spec.environments = c.environments.clone();
+            if let Some(rules) = &c.environments {
+                spec.environments = rules.clone();
+            }
             spec.trajectories = c.trajectories;
             members.push(System::from_spec(spec)?);
         }
@@ -137,7 +139,7 @@ mod tests {
             let d = DatasetSpec::builtin(name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!d.members.is_empty());
         }
-        assert_eq!(builtin_names().len(), 48);
+        assert_eq!(builtin_names().len(), 51);
         let d = DatasetSpec::builtin("odebench-2d").unwrap();
         assert_eq!(d.members.len(), 10);
         assert!(d.family_axis);

@@ -79,15 +79,23 @@ pub fn load_split(dir: &Path, split: Split) -> Result<Dataset, DataError> {
     }
 }
 
-/// Reads all four splits and `dataset.toml` (if present) of a folder.
+/// Reads all four splits and `dataset.toml` (if present) of a folder; a manifest that disagrees
+/// with itself or with the arrays is an error.
 pub fn load_dir(dir: &Path) -> Result<DatasetDir, DataError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = if manifest_path.is_file() { Some(Manifest::read(&manifest_path)?) } else { None };
-    Ok(DatasetDir {
+    let d = DatasetDir {
         train: load_split(dir, Split::Train)?,
         test: load_split(dir, Split::Test)?,
         adapt_train: load_split(dir, Split::AdaptTrain)?,
         adapt_test: load_split(dir, Split::AdaptTest)?,
         manifest,
-    })
+    };
+    if let Some(m) = &d.manifest {
+        for split in Split::ALL {
+            m.check_split(split, d.split(split))
+                .map_err(|reason| DataError::Manifest { path: manifest_path.clone(), reason })?;
+        }
+    }
+    Ok(d)
 }

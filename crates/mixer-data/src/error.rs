@@ -87,6 +87,16 @@ pub enum DataError {
         /// The decoder's message.
         reason: String,
     },
+    /// A `.ts` time-series file is malformed.
+    #[error("{path}: line {line}: {reason}")]
+    TimeSeries {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// The manifest could not be parsed or written.
     #[error("{path}: bad manifest: {reason}")]
     Manifest {
@@ -124,7 +134,9 @@ pub enum DataError {
         values: usize,
     },
     /// A region map file holds a label that is not a region index.
-    #[error("{path}: region label {label} at flat index {index} is not a region index (0, 1, 2, ...)")]
+    #[error(
+        "{path}: region label {label} at flat index {index} is not a region index (0 up to the number of cells - 1)"
+    )]
     BadRegionLabel {
         /// The file.
         path: PathBuf,

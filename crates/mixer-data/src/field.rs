@@ -1,17 +1,16 @@
 //! Gridded field datasets: trajectories of fields on an `H x W` grid, `[runs, frames, H, W,
 //! channels]` per split (`train`, `val`, `test`), an optional region map and `fields.toml`.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
 use mixer_core::Dataset;
-use ndarray::{Array0, Array2, Array5, ArrayD, Ix2, Ix5, IxDyn};
-use ndarray_npy::{NpzReader, NpzWriter, ReadNpyError, ReadNpyExt, ReadNpzError, WriteNpyExt};
+use ndarray::{Array0, Array2, Array5, ArrayD, Ix2, Ix5};
+use ndarray_npy::{NpzWriter, WriteNpyExt};
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 use crate::io::write_atomic;
+use crate::npy::{NpyError, Npz, array_from_npy};
 use crate::spec::SystemSpec;
 
 /// The manifest file name inside a field dataset folder.
@@ -493,22 +492,8 @@ pub fn write_field_npz(path: &Path, set: &FieldSet) -> Result<(), DataError> {
 /// Reads one split file written by [`write_field_npz`] (float64 `fields` are narrowed to f32)
 /// and checks it ([`FieldSet::check`]).
 pub fn read_field_npz(path: &Path) -> Result<FieldSet, DataError> {
-    let file = File::open(path).map_err(|e| mixer_core::Error::io(path, e))?;
-    let mut npz = NpzReader::new(BufReader::new(file)).map_err(|e| npz_err(path, "*", e))?;
-    let names = npz.names().map_err(|e| npz_err(path, "*", e))?;
-    for key in ["fields", "dt"] {
-        if !names.iter().any(|n| n == key) {
-            return Err(DataError::MissingKey { path: path.to_path_buf(), key: key.to_string() });
-        }
-    }
-    let fields: ArrayD<f32> = match npz.by_name::<ndarray::OwnedRepr<f32>, IxDyn>("fields") {
-        Ok(a) => a,
-        Err(ReadNpzError::Npy(ReadNpyError::WrongDescriptor(_))) => npz
-            .by_name::<ndarray::OwnedRepr<f64>, IxDyn>("fields")
-            .map(|a| a.mapv(|v| v as f32))
-            .map_err(|_| npz_err(path, "fields", "expected float32 or float64 values"))?,
-        Err(e) => return Err(npz_err(path, "fields", e)),
-    };
+    let npz = Npz::open(path)?;
+    let fields: ArrayD<f32> = npz.array(path, "fields", |v: f64| v as f32, "float32 or float64")?;
     if fields.ndim() != 5 {
         return Err(DataError::WrongRank {
             path: path.to_path_buf(),
@@ -518,12 +503,7 @@ pub fn read_field_npz(path: &Path) -> Result<FieldSet, DataError> {
         });
     }
     let fields = fields.into_dimensionality::<Ix5>().map_err(|e| npz_err(path, "fields", e))?;
-    let dt = npz
-        .by_name::<ndarray::OwnedRepr<f64>, IxDyn>("dt")
-        .map_err(|e| npz_err(path, "dt", e))?
-        .iter()
-        .copied()
-        .collect::<Vec<f64>>();
+    let dt: Vec<f64> = npz.array(path, "dt", |v: f32| f64::from(v), "float64 or float32")?.iter().copied().collect();
     let [dt] = dt[..] else {
         return Err(npz_err(path, "dt", format!("expected one value, found {}", dt.len())));
     };
@@ -542,37 +522,41 @@ pub fn region_cells(map: &Array2<usize>) -> Vec<usize> {
     counts
 }
 
-/// Checks a region map against a grid `[H, W]` and, when `diffusivity` is not empty, that every
-/// label has a diffusivity value.
+/// Checks a region map against a grid `[H, W]`, that it labels no more regions than it has cells
+/// and, when `diffusivity` is not empty, that every label has a diffusivity value.
 pub fn check_region_map(map: &Array2<usize>, grid: [usize; 2], diffusivity: &[f64]) -> Result<(), DataError> {
     let (h, w) = map.dim();
     if [h, w] != grid {
         return Err(DataError::RegionShape { grid, found: [h, w] });
     }
     let regions = map.iter().copied().max().map_or(0, |m| m + 1);
+    if regions > map.len() {
+        let reason = format!("the map labels {regions} regions but has only {} cells", map.len());
+        return Err(mixer_core::Error::config("regions", reason).into());
+    }
     if !diffusivity.is_empty() && regions > diffusivity.len() {
         return Err(DataError::TooManyRegions { regions, values: diffusivity.len() });
     }
     Ok(())
 }
 
-/// Reads a region map `.npy` file: a 2-D array of non-negative int64, int32 or uint8 labels.
+/// Reads a region map `.npy` file: a 2-D array of int64, int32 or uint8 labels in `0..cells`.
 pub fn read_region_map(path: &Path) -> Result<Array2<usize>, DataError> {
     if !path.is_file() {
         return Err(DataError::MissingFile { path: path.to_path_buf(), what: "region map".into() });
     }
-    let open = || File::open(path).map(BufReader::new).map_err(|e| DataError::from(mixer_core::Error::io(path, e)));
-    let labels: ArrayD<i64> = match ArrayD::<i64>::read_npy(open()?) {
-        Ok(a) => a,
-        Err(ReadNpyError::WrongDescriptor(_)) => match ArrayD::<i32>::read_npy(open()?) {
-            Ok(a) => a.mapv(i64::from),
-            Err(ReadNpyError::WrongDescriptor(_)) => ArrayD::<u8>::read_npy(open()?)
-                .map(|a| a.mapv(i64::from))
-                .map_err(|_| npz_err(path, "regions", "expected int64, int32 or uint8 labels"))?,
-            Err(e) => return Err(npz_err(path, "regions", e)),
+    let bytes = std::fs::read(path).map_err(|e| mixer_core::Error::io(path, e))?;
+    let labels: ArrayD<i64> = match array_from_npy::<i64>(&bytes) {
+        Err(NpyError::WrongType) => match array_from_npy::<i32>(&bytes) {
+            Err(NpyError::WrongType) => array_from_npy::<u8>(&bytes).map(|a| a.mapv(i64::from)),
+            other => other.map(|a| a.mapv(i64::from)),
         },
-        Err(e) => return Err(npz_err(path, "regions", e)),
-    };
+        other => other,
+    }
+    .map_err(|e| match e {
+        NpyError::WrongType => npz_err(path, "regions", "expected int64, int32 or uint8 labels"),
+        NpyError::Bad(reason) => npz_err(path, "regions", reason),
+    })?;
     if labels.ndim() != 2 {
         return Err(DataError::WrongRank {
             path: path.to_path_buf(),
@@ -581,7 +565,8 @@ pub fn read_region_map(path: &Path) -> Result<Array2<usize>, DataError> {
             found: labels.ndim(),
         });
     }
-    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, v)| **v < 0) {
+    let cells = labels.len() as i64;
+    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, v)| **v < 0 || **v >= cells) {
         return Err(DataError::BadRegionLabel { path: path.to_path_buf(), label, index });
     }
     let labels = labels.into_dimensionality::<Ix2>().map_err(|e| npz_err(path, "regions", e))?;

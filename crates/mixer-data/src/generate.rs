@@ -227,6 +227,19 @@ fn generate_split(
             }
         }
     }
+    if matches!(split, Split::Train | Split::AdaptTrain) {
+        for (family, member) in spec.members.iter().enumerate() {
+            let s = member.spec();
+            if s.noise > 0.0 {
+                let mut rng = seeds.stream(&format!("noise/{}/{}", s.name, split.stem()));
+                add_noise(
+                    &mut x.slice_mut(ndarray::s![family * envs..(family + 1) * envs, .., .., ..]),
+                    s.noise,
+                    &mut rng,
+                );
+            }
+        }
+    }
     let t = if spec.family_axis {
         TimeGrid::PerEnv((0..nf * envs).map(|e| spec.members[e / envs].spec().times()).collect())
     } else {
@@ -234,6 +247,23 @@ fn generate_split(
     };
     let families = spec.family_axis.then(|| (0..nf * envs).map(|e| e / envs).collect());
     Ok((Dataset::new(x, t, families)?, envs_info))
+}
+
+/// Adds Gaussian noise of `level` times each state variable's standard deviation over its
+/// trajectory to `x` `[envs, trajs, steps, dim]`.
+fn add_noise(x: &mut ndarray::ArrayViewMut4<f64>, level: f64, rng: &mut impl rand::Rng) {
+    let (envs, trajs, _, dim) = x.dim();
+    for e in 0..envs {
+        for n in 0..trajs {
+            for d in 0..dim {
+                let mut series = x.slice_mut(ndarray::s![e, n, .., d]);
+                let mean = series.mean().unwrap_or(0.0);
+                let std = series.mapv(|v| (v - mean).powi(2)).mean().unwrap_or(0.0).sqrt();
+                let normal = rand_distr::Normal::new(0.0, level * std).expect("a finite, non-negative spread");
+                series.mapv_inplace(|v| v + rand_distr::Distribution::sample(&normal, rng));
+            }
+        }
+    }
 }
 
 /// Runs the solves on `options.threads` threads; results come back in job order.

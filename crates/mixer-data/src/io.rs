@@ -1,14 +1,15 @@
 //! Reading and writing one split as `.npz` in the published layout.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use mixer_core::{Dataset, TimeGrid};
 use ndarray::{Array1, Array2, ArrayD, Ix4, IxDyn};
-use ndarray_npy::{NpzReader, NpzWriter, ReadNpzError};
+use ndarray_npy::NpzWriter;
 
 use crate::DataError;
+use crate::npy::Npz;
 
 /// Writes a file through a temporary sibling, then renames it into place.
 pub(crate) fn write_atomic(
@@ -34,30 +35,13 @@ fn npz_err(path: &Path, key: &str, e: impl std::fmt::Display) -> DataError {
     DataError::Npz { path: path.to_path_buf(), key: key.to_string(), reason: e.to_string() }
 }
 
-/// Reads one array as `f64` (float32 files are widened).
-fn read_array(npz: &mut NpzReader<BufReader<File>>, path: &Path, key: &str) -> Result<ArrayD<f64>, DataError> {
-    let names = npz.names().map_err(|e| npz_err(path, "*", e))?;
-    if !names.iter().any(|n| n == key) {
-        return Err(DataError::MissingKey { path: path.to_path_buf(), key: key.to_string() });
-    }
-    match npz.by_name::<ndarray::OwnedRepr<f64>, IxDyn>(key) {
-        Ok(a) => Ok(a),
-        Err(ReadNpzError::Npy(ndarray_npy::ReadNpyError::WrongDescriptor(_))) => npz
-            .by_name::<ndarray::OwnedRepr<f32>, IxDyn>(key)
-            .map(|a| a.mapv(f64::from))
-            .map_err(|e| npz_err(path, key, format!("{e} (expected float64 or float32)"))),
-        Err(e) => Err(npz_err(path, key, e)),
-    }
-}
-
 /// Reads a split file: `X` `[envs, trajs, steps, dim]` with `t` `[steps]` (or `[envs, steps]`),
 /// or `X` `[families, envs, trajs, steps, dim]` with `t` `[families, steps]` (or `[steps]`), which
 /// is flattened to `[families * envs, ...]` with family labels and per-environment grids.
 pub fn read_npz(path: &Path) -> Result<Dataset, DataError> {
-    let file = File::open(path).map_err(|e| mixer_core::Error::io(path, e))?;
-    let mut npz = NpzReader::new(BufReader::new(file)).map_err(|e| npz_err(path, "*", e))?;
-    let x = read_array(&mut npz, path, "X")?;
-    let t = read_array(&mut npz, path, "t")?;
+    let npz = Npz::open(path)?;
+    let x = npz.array(path, "X", |v: f32| f64::from(v), "float64 or float32")?;
+    let t = npz.array(path, "t", |v: f32| f64::from(v), "float64 or float32")?;
     let rank_err = |key: &str, expected: &str, found: usize| DataError::WrongRank {
         path: path.to_path_buf(),
         key: key.to_string(),

@@ -53,11 +53,14 @@ mod generate;
 mod heat_regions;
 mod io;
 mod manifest;
+pub mod mutate;
 mod navier_stokes;
+mod npy;
 mod pde;
 mod sampling;
 mod spec;
 mod system;
+mod ts;
 
 pub use burgers::{BURGERS, BURGERS_DESCRIPTION, Burgers2d, BurgersSpec, generate_burgers};
 pub use control::{ControlStep, ControlSystem, control_builtin_names};
@@ -94,3 +97,4 @@ pub use spec::{
     TrajectoryCounts, linspace,
 };
 pub use system::{Instance, System};
+pub use ts::{LabelledSeries, parse_ts, read_ts};

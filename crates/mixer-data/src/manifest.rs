@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use mixer_core::{Dataset, Split};
 use mixer_ode::ReferenceMethod;
 use serde::{Deserialize, Serialize};
 
@@ -71,9 +72,86 @@ pub struct EnvInfo {
 }
 
 impl Manifest {
-    /// Reads `dataset.toml`.
+    /// Reads `dataset.toml` and checks that it is consistent with itself ([`Manifest::check`]).
     pub fn read(path: &Path) -> Result<Self, DataError> {
-        read_toml(path)
+        let m: Self = read_toml(path)?;
+        m.check().map_err(|reason| DataError::Manifest { path: path.to_path_buf(), reason })?;
+        Ok(m)
+    }
+
+    /// Checks the manifest against itself: positive tolerances and `keep_every`, known and unique
+    /// split names, every environment's family an index into `families` and its parameter count
+    /// that family's. Returns what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.rtol > 0.0 && self.rtol.is_finite() && self.atol > 0.0 && self.atol.is_finite()) {
+            return Err(format!("rtol and atol must be finite and positive, got {} and {}", self.rtol, self.atol));
+        }
+        if self.keep_every == 0 {
+            return Err("keep_every must be at least 1".into());
+        }
+        for (i, s) in self.splits.iter().enumerate() {
+            if !Split::ALL.iter().any(|k| k.stem() == s.split) {
+                return Err(format!("split `{}` is not one of train, test, adapt_train, adapt_test", s.split));
+            }
+            if self.splits[..i].iter().any(|o| o.split == s.split) {
+                return Err(format!("split `{}` is listed twice", s.split));
+            }
+            for (e, env) in s.environments.iter().enumerate() {
+                let Some(family) = self.families.get(env.family) else {
+                    return Err(format!(
+                        "split `{}`, environment {e}: family {} but the manifest lists {} families",
+                        s.split,
+                        env.family,
+                        self.families.len()
+                    ));
+                };
+                if env.parameters.len() != family.parameters.len() {
+                    return Err(format!(
+                        "split `{}`, environment {e}: {} parameter values but family `{}` has {} parameters",
+                        s.split,
+                        env.parameters.len(),
+                        family.name,
+                        family.parameters.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the manifest against the data of a split: as many environments, the same family of
+    /// each environment where the file labels them, and a state size of the family's.
+    pub fn check_split(&self, split: Split, data: &Dataset) -> Result<(), String> {
+        let Some(info) = self.split(split.stem()) else { return Ok(()) };
+        if info.environments.len() != data.num_envs() {
+            return Err(format!(
+                "split `{}` lists {} environments but its file holds {}",
+                info.split,
+                info.environments.len(),
+                data.num_envs()
+            ));
+        }
+        for (e, env) in info.environments.iter().enumerate() {
+            if let Some(labels) = &data.families
+                && labels[e] != env.family
+            {
+                return Err(format!(
+                    "split `{}`, environment {e}: family {} in the manifest but {} in the file",
+                    info.split, env.family, labels[e]
+                ));
+            }
+            let family = &self.families[env.family];
+            if family.state.len() != data.dim() {
+                return Err(format!(
+                    "split `{}`: family `{}` has {} state variables but the file's state size is {}",
+                    info.split,
+                    family.name,
+                    family.state.len(),
+                    data.dim()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the manifest atomically (temporary file in the same folder, then rename).

@@ -41,6 +41,11 @@ pub struct SystemSpec {
     /// Suggested time subsampling for training (every k-th point); data is stored unsubsampled.
     #[serde(default = "one")]
     pub keep_every: usize,
+    /// Observation noise of the training splits (`train`, `adapt_train`): Gaussian, with standard
+    /// deviation `noise` times each state variable's standard deviation over its trajectory; the
+    /// test splits stay clean, so scores measure the dynamics recovered, not the noise.
+    #[serde(default)]
+    pub noise: f64,
     /// Training and adaptation environments.
     pub environments: EnvironmentPlan,
     /// Trajectories per environment in each split.
@@ -179,8 +184,9 @@ pub struct CollectionSpec {
     /// Suggested time subsampling for training.
     #[serde(default = "one")]
     pub keep_every: usize,
-    /// Environment rules applied to every family.
-    pub environments: EnvironmentPlan,
+    /// Environment rules applied to every family (absent: each family keeps its own).
+    #[serde(default)]
+    pub environments: Option<EnvironmentPlan>,
     /// Trajectories per environment in each split.
     pub trajectories: TrajectoryCounts,
 }
@@ -268,6 +274,9 @@ impl SystemSpec {
         }
         if self.points < 2 {
             return err("points", format!("needs at least 2 observation times, got {}", self.points));
+        }
+        if !(self.noise >= 0.0 && self.noise.is_finite()) {
+            return err("noise", format!("must be a finite number >= 0, got {}", self.noise));
         }
         if self.keep_every == 0 || self.keep_every > self.points {
             return err("keep_every", format!("must be in 1..={}, got {}", self.points, self.keep_every));

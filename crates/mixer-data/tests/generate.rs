@@ -76,3 +76,34 @@ fn odebench_2d_has_the_published_shapes() {
     assert_eq!(t.families, d.train.families);
     eprintln!("odebench-2d generated in {secs:.1} s");
 }
+
+#[test]
+fn observation_noise_reaches_the_training_splits_only_at_its_level() {
+    let text = mixer_data::builtin_text("lorenz63-chaotic").unwrap();
+    let noisy = DatasetSpec::from_toml(text).unwrap();
+    let clean = DatasetSpec::from_toml(&text.replace("noise = 0.05", "noise = 0.0")).unwrap();
+    let options = GenerateOptions::new(3);
+    let (a, b) = (
+        generate(&noisy, &options, &ProgressBar::hidden()).unwrap(),
+        generate(&clean, &options, &ProgressBar::hidden()).unwrap(),
+    );
+    assert_eq!(a.train.x.dim(), (4, 4, 100, 3));
+    assert_eq!((a.test.x.clone(), a.adapt_test.x.clone()), (b.test.x.clone(), b.adapt_test.x.clone()));
+    // Residual spread over clean spread, pooled over every series of the training split: 0.05.
+    let (mut ratio, mut count) = (0.0, 0.0);
+    for e in 0..4 {
+        for n in 0..4 {
+            for d in 0..3 {
+                let series = b.train.x.slice(ndarray::s![e, n, .., d]);
+                let residual = &a.train.x.slice(ndarray::s![e, n, .., d]) - &series;
+                let std = |v: ndarray::ArrayView1<f64>| v.std(0.0);
+                ratio += std(residual.view()) / std(series);
+                count += 1.0;
+            }
+        }
+    }
+    assert!((ratio / count - 0.05).abs() < 0.005, "noise level {}", ratio / count);
+    assert_ne!(a.adapt_train.x, b.adapt_train.x);
+    let err = DatasetSpec::from_toml(&text.replace("noise = 0.05", "noise = -1.0")).unwrap_err().to_string();
+    assert!(err.contains("noise") && err.contains("finite number >= 0"), "{err}");
+}

@@ -124,12 +124,13 @@ pub struct DataSource {
 }
 
 /// The experiment files shipped in `experiments/`, by name.
-pub const BUILTIN_EXPERIMENTS: [(&str, &str); 5] = [
+pub const BUILTIN_EXPERIMENTS: [(&str, &str); 6] = [
     ("odebench10", include_str!("../../../experiments/odebench10.toml")),
     ("routers", include_str!("../../../experiments/routers.toml")),
     ("lotka-volterra", include_str!("../../../experiments/lotka_volterra.toml")),
     ("glycolytic", include_str!("../../../experiments/glycolytic.toml")),
     ("selkov", include_str!("../../../experiments/selkov.toml")),
+    ("lorenz-regimes", include_str!("../../../experiments/lorenz_regimes.toml")),
 ];
 
 /// The TOML text of the experiment `name` of a shipped table; an unknown name lists the table.

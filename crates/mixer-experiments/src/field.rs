@@ -435,7 +435,7 @@ mod tests {
         let m = field_run::<B>(&run, &data, dir.path(), 1, 3, false, &Default::default()).unwrap();
         assert_eq!((m.model.as_str(), m.timing.steps, m.scores.rollout_mse.len()), ("smoe", 6, 3));
         assert!(m.scores.gate_ari.is_some() && m.scores.mse.is_finite() && m.scores.mse_by_region.len() == 3);
-        for f in ["metrics.json", "maps.png", "rollout.png", "config.json", "model.bin"] {
+        for f in ["metrics.json", "maps.png", "rollout.png", "config.json", "model.safetensors"] {
             assert!(dir.path().join(f).is_file(), "{f}");
         }
         let again = field_run::<B>(&run, &data, dir.path(), 1, 3, false, &Default::default()).unwrap();

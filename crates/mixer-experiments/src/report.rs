@@ -133,6 +133,7 @@ impl Report {
              ||Ŷ − Y||_F / ||Y||_F over all trajectories, times and dimensions of an environment \
              (docs/method.md). Figures per run:\n"
         );
+        self.long_term_table(s, e);
         for r in &e.runs {
             let _ = writeln!(s, "- {} / {}: {}", r.source, r.variant.label(), self.figure_links(r));
         }
@@ -148,6 +149,43 @@ impl Report {
                 self.link(&r.dir.join("trajectories.png"))
             );
         }
+    }
+
+    /// Long-term reconstruction metrics of the in-domain and adaptation test trajectories, for
+    /// the runs whose reports have them.
+    fn long_term_table(&self, s: &mut String, e: &ExperimentRecord) {
+        let rows: Vec<_> = e
+            .runs
+            .iter()
+            .filter_map(|r| {
+                Some((r, r.metrics.in_domain.long_term.as_ref()?, r.metrics.adaptation.bulk.long_term.as_ref()?))
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "Long-term metrics (mean over environments; D_stsp: state-space KL divergence, D_H: Hellinger \
+             distance of power spectra, MASE: error scaled by the naive one-step forecast; docs/method.md):\n"
+        );
+        let _ = writeln!(s, "| data | model | in-domain D_stsp | D_H | MASE | adaptation D_stsp | D_H | MASE |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        for (r, a, b) in rows {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                r.source,
+                r.variant.label(),
+                a.dstsp.mean,
+                a.hellinger.mean,
+                a.mase.mean,
+                b.dstsp.mean,
+                b.hellinger.mean,
+                b.mase.mean
+            );
+        }
+        s.push('\n');
     }
 
     fn figure_links(&self, r: &RunRecord) -> String {
@@ -208,7 +246,14 @@ mod tests {
         // even count: median (2 + 8) / 2 = 5
         assert_eq!(summary_cell(&Summary::new(vec![8.0, 1.0, 2.0, 100.0])), "2.775e1 ± 4.2e1 (5.000e0)");
         let s = Summary::new(vec![1.0, 3.0]);
-        let mut r = EvalReport { mse: s.clone(), rel_l2: s.clone(), rel_l2_env: None, mape: s, assignment: vec![] };
+        let mut r = EvalReport {
+            mse: s.clone(),
+            rel_l2: s.clone(),
+            rel_l2_env: None,
+            mape: s,
+            long_term: None,
+            assignment: vec![],
+        };
         assert_eq!(score(&r, "rel_l2_env"), "–", "reports written before the metric existed");
         r.rel_l2_env = Some(Summary::new(vec![0.5]));
         assert_eq!(score(&r, "rel_l2_env"), "5.000e-1 ± 0.0e0 (5.000e-1)");

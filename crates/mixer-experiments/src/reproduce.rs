@@ -28,7 +28,7 @@ use crate::{
 pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "glycolytic", "selkov"];
 
 /// The experiments `reproduce` trains by default.
-pub const REPRODUCED_EXPERIMENTS: [&str; 2] = ["odebench10", "lotka-volterra"];
+pub const REPRODUCED_EXPERIMENTS: [&str; 3] = ["odebench10", "lotka-volterra", "lorenz-regimes"];
 
 /// The field experiments `reproduce` trains by default (spatial mixture of experts).
 pub const REPRODUCED_FIELD_EXPERIMENTS: [&str; 1] = ["heat-regions"];

@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::record::{BinFileRecorder, DoublePrecisionSettings, Recorder};
 use burn::tensor::backend::Backend;
+use burn_store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
 use mixer_core::Error;
 
-use crate::{read_json, write_json};
+use crate::{read_json, write_atomic, write_json};
 
-/// The recorder used for every binary file of a run (f64, so resumes are exact on f64 backends).
+/// The recorder of optimiser states and of module weights written before safetensors (f64, so
+/// resumes are exact on f64 backends).
 pub type RunRecorder = BinFileRecorder<DoublePrecisionSettings>;
 
 /// Points at the newest complete checkpoint.
@@ -57,15 +59,62 @@ where
     write_json(&path, config)
 }
 
-/// Saves a module as `<dir>/<name>.bin`.
+/// Saves a module's parameters as `<dir>/<name>.safetensors` (atomically): one tensor per
+/// parameter, named by its path in the module (`moe.experts.0.layers.1.weight`), in the
+/// backend's float type, readable by any safetensors reader (Python: `safetensors.numpy.load_file`).
 pub fn save_module<B: Backend, M: Module<B>>(module: &M, dir: &Path, name: &str) -> Result<(), Error> {
-    module.clone().save_file(dir.join(name), &RunRecorder::new()).map_err(|e| recorder_error(dir, name, e))
+    let path = dir.join(format!("{name}.{WEIGHTS_EXT}"));
+    let mut store = SafetensorsStore::from_bytes(None).metadata("writer", "mixer");
+    module.save_into(&mut store).map_err(|e| store_error(&path, e))?;
+    let bytes = store.get_bytes().map_err(|e| store_error(&path, e))?;
+    write_atomic(&path, &bytes)
 }
 
-/// Loads `<dir>/<name>.bin` into a module of the same structure; a record whose parameter
-/// shapes differ from the module's (a checkpoint of another architecture, which burn's loader
-/// would take silently) is an error.
+/// File extension of module weights.
+pub const WEIGHTS_EXT: &str = "safetensors";
+
+/// Loads `<dir>/<name>.safetensors` (or, from run folders written before safetensors,
+/// `<dir>/<name>.bin`) into a module of the same structure. A file whose tensors differ from the
+/// module's parameters in names or shapes (a checkpoint of another architecture) is an error
+/// that names the first difference.
 pub fn load_module<B: Backend, M: Module<B>>(
+    mut module: M,
+    dir: &Path,
+    name: &str,
+    device: &B::Device,
+) -> Result<M, Error> {
+    let path = dir.join(format!("{name}.{WEIGHTS_EXT}"));
+    if !path.is_file() && dir.join(format!("{name}.bin")).is_file() {
+        return load_legacy_module(module, dir, name, device);
+    }
+    if !path.is_file() {
+        let reason = "no weights here; the run folder is incomplete (train it again, or resume it)";
+        return Err(Error::io(&path, std::io::Error::new(std::io::ErrorKind::NotFound, reason)));
+    }
+    let mut store = SafetensorsStore::from_file(&path).validate(false).allow_partial(true);
+    let result = module.load_from(&mut store).map_err(|e| store_error(&path, e))?;
+    let mismatch = match (result.errors.first(), result.missing.first(), result.unused.first()) {
+        (Some(e), _, _) => Some(format!("{e:?}")),
+        (None, Some((tensor, _)), _) => Some(format!("the model's parameter `{tensor}` is not in the file")),
+        (None, None, Some(tensor)) => Some(format!("tensor `{tensor}` is not a parameter of the model")),
+        (None, None, None) => None,
+    };
+    if let Some(first) = mismatch {
+        let reason = format!(
+            "checkpoint of another architecture: {first} ({} mismatched, {} missing, {} unused tensors)",
+            result.errors.len(),
+            result.missing.len(),
+            result.unused.len()
+        );
+        return Err(Error::io(&path, std::io::Error::other(reason)));
+    }
+    Ok(module)
+}
+
+/// Loads burn's binary record `<dir>/<name>.bin` (run folders written before safetensors),
+/// refusing a record whose parameter shapes differ from the module's, which burn's loader would
+/// take silently.
+fn load_legacy_module<B: Backend, M: Module<B>>(
     module: M,
     dir: &Path,
     name: &str,
@@ -87,6 +136,10 @@ pub fn load_module<B: Backend, M: Module<B>>(
         return Err(Error::io(dir.join(format!("{name}.bin")), std::io::Error::other(reason)));
     }
     Ok(loaded)
+}
+
+fn store_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::io(path, std::io::Error::other(e.to_string()))
 }
 
 /// The shape of every float parameter of a module, in visiting order.
@@ -169,4 +222,103 @@ pub fn publish_best(run: &Path, from: &Path) -> Result<(), Error> {
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::Tensor;
+
+    use super::*;
+    use crate::tests::TestBackend as B;
+
+    #[derive(Module, Debug)]
+    struct Net<B: Backend> {
+        encoder: Linear<B>,
+        head: Linear<B>,
+    }
+
+    fn net(hidden: usize) -> Net<B> {
+        let device = Default::default();
+        Net { encoder: LinearConfig::new(3, hidden).init(&device), head: LinearConfig::new(hidden, 2).init(&device) }
+    }
+
+    fn values(t: Tensor<B, 2>) -> Vec<f64> {
+        t.into_data().to_vec().unwrap()
+    }
+
+    /// The header of a safetensors file, read by hand: name -> (dtype, shape, byte range).
+    fn header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+        let bytes = std::fs::read(path).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        serde_json::from_slice(&bytes[8..8 + len]).unwrap()
+    }
+
+    #[test]
+    fn weights_round_trip_as_named_safetensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = net(4);
+        save_module(&a, dir.path(), "model").unwrap();
+        let path = dir.path().join("model.safetensors");
+        let h = header(&path);
+        let entry = &h["encoder.weight"];
+        assert_eq!((entry["dtype"].as_str(), entry["shape"].clone()), (Some("F64"), serde_json::json!([3, 4])));
+        assert_eq!(h["head.bias"]["shape"], serde_json::json!([2]));
+        assert_eq!(h["__metadata__"]["writer"], "mixer");
+        // The bytes at the recorded offsets are the parameter's values, little-endian, row-major.
+        let bytes = std::fs::read(&path).unwrap();
+        let start = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let range = entry["data_offsets"].as_array().unwrap();
+        let (lo, hi) = (range[0].as_u64().unwrap() as usize, range[1].as_u64().unwrap() as usize);
+        let stored: Vec<f64> =
+            bytes[start + lo..start + hi].chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(stored, values(a.encoder.weight.val()));
+        let b = load_module(net(4), dir.path(), "model", &Default::default()).unwrap();
+        assert_eq!(values(b.encoder.weight.val()), values(a.encoder.weight.val()));
+        assert_eq!(values(b.head.weight.val()), values(a.head.weight.val()));
+    }
+
+    #[test]
+    fn another_architecture_or_a_missing_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        save_module(&net(4), dir.path(), "model").unwrap();
+        let err = load_module(net(5), dir.path(), "model", &Default::default()).unwrap_err().to_string();
+        assert!(err.contains("checkpoint of another architecture") && err.contains("encoder"), "{err}");
+        let err = load_module(net(4), dir.path(), "absent", &Default::default()).unwrap_err().to_string();
+        assert!(err.contains("absent.safetensors") && err.contains("no weights here"), "{err}");
+    }
+
+    #[test]
+    fn run_folders_written_before_safetensors_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = net(4);
+        // Read before cloning: a lazily initialised parameter cloned unread would draw twice.
+        let before = values(a.encoder.weight.val());
+        a.clone().save_file(dir.path().join("model"), &RunRecorder::new()).unwrap();
+        let b = load_module(net(4), dir.path(), "model", &Default::default()).unwrap();
+        assert_eq!(values(b.encoder.weight.val()), before);
+        let err = load_module(net(5), dir.path(), "model", &Default::default()).unwrap_err().to_string();
+        assert!(err.contains("model.bin") && err.contains("another architecture"), "{err}");
+    }
+
+    #[test]
+    fn python_reads_the_weights_when_it_can() {
+        let probe = std::process::Command::new("python3").args(["-c", "import safetensors.numpy"]).output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            eprintln!("skipped: python3 with the `safetensors` and `numpy` packages is not available");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let a = net(4);
+        save_module(&a, dir.path(), "model").unwrap();
+        let script = "import sys; from safetensors.numpy import load_file; \
+                      w = load_file(sys.argv[1]); print(repr(float(w['encoder.weight'].sum())), w['head.weight'].shape)";
+        let path = dir.path().join("model.safetensors");
+        let out = std::process::Command::new("python3").args(["-c", script]).arg(&path).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let sum: f64 = values(a.encoder.weight.val()).iter().sum();
+        let (got, shape) = text.trim().split_once(' ').unwrap_or_else(|| panic!("python said {text:?}"));
+        assert!((got.parse::<f64>().unwrap() - sum).abs() < 1e-12, "{got} vs {sum}");
+        assert_eq!(shape, "(4, 2)");
+    }
 }

@@ -104,7 +104,9 @@ pub struct Segments {
     /// Points per segment at the first outer step (at least 2).
     pub points: usize,
     /// Fraction of the outer steps at which segments reach the whole trajectory; random windows
-    /// of `window_fraction` are drawn from then on.
+    /// of `window_fraction` are drawn from then on. Above 1, segments stay shorter than the
+    /// whole trajectory to the end of training (chaotic data, where long rollouts cannot follow
+    /// the observations).
     pub full_at: f64,
 }
 
@@ -235,11 +237,11 @@ impl RunConfig {
             .into());
         }
         if let Some(seg) = &t.segments
-            && (seg.points < 2 || !(seg.full_at > 0.0 && seg.full_at <= 1.0))
+            && (seg.points < 2 || !(seg.full_at > 0.0 && seg.full_at.is_finite()))
         {
             return Err(Error::config(
                 "train.segments",
-                format!("needs points >= 2 and full_at in (0, 1], got {} and {}", seg.points, seg.full_at),
+                format!("needs points >= 2 and a finite full_at > 0, got {} and {}", seg.points, seg.full_at),
             )
             .into());
         }
@@ -304,5 +306,7 @@ mod tests {
         assert_eq!(s.points_at(50, 100, 20), None);
         assert_eq!(s.points_at(99, 100, 20), None);
         assert_eq!(Segments { points: 30, full_at: 1.0 }.points_at(0, 100, 20), None, "longer than the data");
+        // full_at 4: at the last outer step segments have grown a quarter of the way.
+        assert_eq!(Segments { points: 4, full_at: 4.0 }.points_at(99, 100, 20), Some(7));
     }
 }

@@ -18,6 +18,7 @@ mod continual_data;
 mod continual_objective;
 mod continual_report;
 mod continual_settings;
+pub mod dsr_metrics;
 mod evaluate;
 mod expert_losses;
 mod field_eval;
@@ -50,7 +51,7 @@ pub use continual_data::{
 pub use continual_objective::{EwcAnchor, heldout_mse, planned_episode};
 pub use continual_report::ContinualReport;
 pub use continual_settings::{ContinualMethod, ContinualSettings, DynamicsShape};
-pub use evaluate::{EvalReport, evaluate, predict, score};
+pub use evaluate::{EvalReport, LongTerm, evaluate, predict, score};
 pub use expert_losses::{constant_routing, expert_loss_matrix, generic_expert_loss_matrix};
 pub use field_eval::{CLOSE_RTOL, FieldEval, FieldMetrics, Rollout, evaluate_field, free_run};
 pub use field_train::{

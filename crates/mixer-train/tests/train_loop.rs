@@ -120,7 +120,7 @@ fn trains_checkpoints_and_resumes_deterministically() {
     let last = a.state.history.last().unwrap().model_loss;
     assert!(last < first, "model loss went from {first} to {last}");
     assert!(a.state.gate_updates + a.state.skipped_gate_updates > 0, "gate refits happen");
-    assert!(straight.join("best").join("model.bin").exists());
+    assert!(straight.join("best").join("model.safetensors").exists());
     assert!(straight.join("checkpoints").join("step-000006").join("state.json").exists());
     let leftovers: Vec<_> = std::fs::read_dir(straight.join("checkpoints"))
         .unwrap()
