@@ -190,7 +190,7 @@ fn environments(
     }
     let grid = TimeGrid::Shared((1..=spec.steps).map(|t| t as f64).collect());
     let labels: Vec<usize> = infos.iter().map(|e| e.family).collect();
-    let mut draw = |stream: &str| -> Result<Dataset, DataError> {
+    let draw = |stream: &str| -> Result<Dataset, DataError> {
         let mut rng = seeds.stream(stream);
         let mut x = Array4::zeros((envs, 1, spec.steps, 1));
         for (e, info) in infos.iter().enumerate() {
