@@ -80,6 +80,15 @@ pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
             );
         }
     }
+    for e in &report.sequence_experiments {
+        for r in &e.runs {
+            let m = &r.metrics;
+            println!(
+                "{:<16} {:<14} context k-means NMI {:.3} accuracy {:.3}  routing NMI {:.3} accuracy {:.3}",
+                e.name, r.variant, m.cluster_nmi, m.cluster_accuracy, m.routing_nmi, m.routing_accuracy
+            );
+        }
+    }
     println!("wrote {}", path.display());
     Ok(())
 }

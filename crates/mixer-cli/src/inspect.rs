@@ -29,12 +29,12 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         println!("seed {}, rtol {:e}, atol {:e}, suggested keep_every {}", m.seed, m.rtol, m.atol, m.keep_every);
         for (i, f) in m.families.iter().enumerate() {
             println!(
-                "family {i}: {} state [{}] parameters [{}] horizon {} solver {:?}",
+                "family {i}: {} state [{}] parameters [{}] horizon {} solver {}",
                 f.name,
                 f.state.join(", "),
                 f.parameters.join(", "),
                 f.horizon,
-                f.solver
+                f.solver.map_or("none (closed form)".to_string(), |m| format!("{m:?}"))
             );
         }
     } else {

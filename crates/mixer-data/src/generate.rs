@@ -137,7 +137,7 @@ pub fn generate(
                 state: s.state.clone(),
                 parameters: s.parameter_names(),
                 horizon: s.horizon,
-                solver: s.solver,
+                solver: Some(s.solver),
             }
         })
         .collect();

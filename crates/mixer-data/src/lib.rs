@@ -25,6 +25,8 @@
 //!   2021): `dx/dt = f(x, u; p)` with a reward, action bounds and a task sequence of parameter
 //!   settings, stepped in batches by RK4 ([`ControlSystem::step`]); shipped: pendulum and
 //!   cart-pole swing-up, a two-link reacher ([`control_builtin_names`]).
+//! - **Synthetic control charts** ([`generate_control_charts`]; Alcock & Manolopoulos, 1999):
+//!   six classes of 1-D series, one series per environment, the class as its family label.
 //!
 //! ```
 //! use mixer_data::{DatasetSpec, GenerateOptions, generate};
@@ -40,6 +42,7 @@
 
 mod builtin;
 mod burgers;
+mod charts;
 mod control;
 mod control_spec;
 mod dataset_spec;
@@ -63,6 +66,7 @@ mod system;
 mod ts;
 
 pub use burgers::{BURGERS, BURGERS_DESCRIPTION, Burgers2d, BurgersSpec, generate_burgers};
+pub use charts::{CONTROL_CHARTS, CONTROL_CHARTS_DESCRIPTION, ChartClass, ControlChartSpec, generate_control_charts};
 pub use control::{ControlStep, ControlSystem, control_builtin_names};
 pub use control_spec::{ActionBound, ControlSpec, ControlTask, InitialState};
 pub use dataset_spec::{DatasetSpec, builtin_names, builtin_system, builtin_text};

@@ -45,8 +45,9 @@ pub struct FamilyInfo {
     pub parameters: Vec<String>,
     /// Time horizon.
     pub horizon: f64,
-    /// Reference solver method.
-    pub solver: ReferenceMethod,
+    /// Reference solver method (absent for closed-form series such as the control charts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver: Option<ReferenceMethod>,
 }
 
 /// One split file and its environments.

@@ -7,6 +7,9 @@
 //!   that becomes `results/REPORT.md`; [`summary_cell`] is how its tables show a score.
 //! - [`ContinualExperiment`] / [`ContinualJob`]: continual model-based control (HyperCRL and
 //!   its baselines), reward and prediction matrices per method, heat maps, [`continual_markdown`].
+//! - [`SequenceExperiment`] / [`SequenceJob`]: time series with hier-shPLRNN experts (the
+//!   synthetic control charts), contexts and routing scored against known classes,
+//!   [`sequence_markdown`].
 //! - [`init_logging`]: the log subscriber of the `mixer` binary and `cargo xtask`.
 //!
 //! ```
@@ -32,6 +35,7 @@ mod profile;
 mod report;
 mod reproduce;
 mod run;
+mod sequence;
 
 pub use backend::{BackendJob, DeviceChoice, dispatch};
 /// The backend bound of [`BackendJob::run`], re-exported so callers need not name burn.
@@ -56,11 +60,16 @@ pub use profile::Profile;
 pub use report::summary_cell;
 pub use reproduce::{
     DatasetRecord, ExperimentRecord, PUBLISHED_DATASETS, Plan, REPRODUCED_CONTINUAL_EXPERIMENTS,
-    REPRODUCED_EXPERIMENTS, REPRODUCED_FIELD_EXPERIMENTS, REPRODUCED_PDE_EXPERIMENTS, Report, RunRecord, reproduce,
+    REPRODUCED_EXPERIMENTS, REPRODUCED_FIELD_EXPERIMENTS, REPRODUCED_PDE_EXPERIMENTS, REPRODUCED_SEQUENCE_EXPERIMENTS,
+    Report, RunRecord, reproduce,
 };
 pub use run::{
     AdaptationMetrics, LoadedRun, RoutingMetrics, RunMetrics, Timing, adapt_run, adapted_path, eval_run, load_run,
     read_metrics, read_run_config, train_run,
+};
+pub use sequence::{
+    BUILTIN_SEQUENCE_EXPERIMENTS, SequenceExperiment, SequenceExperimentRecord, SequenceJob, SequenceRunMetrics,
+    SequenceRunRecord, sequence_markdown, sequence_run,
 };
 
 /// One training at a time in this crate's tests: burn-autodiff's graph bookkeeping is shared by

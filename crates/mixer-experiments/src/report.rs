@@ -78,6 +78,13 @@ impl Report {
                 s.push('\n');
             }
         }
+        if !self.sequence_experiments.is_empty() {
+            let _ = writeln!(s, "## Time series with hier-shPLRNN experts\n");
+            for e in &self.sequence_experiments {
+                s.push_str(&crate::sequence_markdown(e, |p| self.link(p)));
+                s.push('\n');
+            }
+        }
         if !self.pde_experiments.is_empty() {
             let _ = writeln!(s, "## Operator pre-training on mixed PDE families\n");
             for e in &self.pde_experiments {

@@ -19,6 +19,7 @@ use crate::continual::{ContinualExperiment, ContinualExperimentRecord, Continual
 use crate::field::{FieldExperiment, FieldExperimentRecord, FieldJob, field_data_figure};
 use crate::pde_pretrain::{PdeExperiment, PdeExperimentRecord, PdeJob};
 use crate::report::relative;
+use crate::sequence::{SequenceExperiment, SequenceExperimentRecord, SequenceJob};
 use crate::{
     AutodiffBackend, BackendJob, DeviceChoice, Experiment, ExperimentError, Profile, RunData, RunMetrics, Variant,
     dispatch, eval_run, plot::plot_dataset, read_metrics, train_run,
@@ -38,6 +39,9 @@ pub const REPRODUCED_PDE_EXPERIMENTS: [&str; 1] = ["pde-pretrain"];
 
 /// The continual control experiments `reproduce` trains by default (HyperCRL).
 pub const REPRODUCED_CONTINUAL_EXPERIMENTS: [&str; 1] = ["continual-control"];
+
+/// The time-series experiments `reproduce` trains by default (hier-shPLRNN experts).
+pub const REPRODUCED_SEQUENCE_EXPERIMENTS: [&str; 1] = ["control-charts"];
 
 /// Experiments `reproduce` runs only when named (`--only NAME`): the router comparison trains
 /// ten models, top-k ones several times slower per step than top-1 (docs/results.md).
@@ -71,6 +75,9 @@ pub struct Plan {
     /// Continual control experiments (HyperCRL and baselines), resolved for the profile.
     #[serde(default)]
     pub continual_experiments: Vec<ContinualExperiment>,
+    /// Time-series experiments (hier-shPLRNN experts), resolved for the profile.
+    #[serde(default)]
+    pub sequence_experiments: Vec<SequenceExperiment>,
 }
 
 impl Plan {
@@ -100,6 +107,10 @@ impl Plan {
                 .iter()
                 .map(|n| ContinualExperiment::builtin(n, profile))
                 .collect::<Result<_, _>>()?,
+            sequence_experiments: REPRODUCED_SEQUENCE_EXPERIMENTS
+                .iter()
+                .map(|n| SequenceExperiment::builtin(n, profile))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -114,6 +125,7 @@ impl Plan {
         self.field_experiments.retain(|e| e.name == n);
         self.pde_experiments.retain(|e| e.name == n);
         self.continual_experiments.retain(|e| e.name == n);
+        self.sequence_experiments.retain(|e| e.name == n);
         let wanted: Vec<String> = self.experiments.iter().map(|e| e.data.system.clone()).collect();
         let known: Vec<String> = self.datasets.clone();
         self.datasets.retain(|d| d == n || wanted.contains(d));
@@ -122,6 +134,7 @@ impl Plan {
             && self.field_experiments.is_empty()
             && self.pde_experiments.is_empty()
             && self.continual_experiments.is_empty()
+            && self.sequence_experiments.is_empty()
         {
             return Err(ExperimentError::UnknownExperiment { name: n.to_string(), known: known.join(", ") });
         }
@@ -206,6 +219,9 @@ pub struct Report {
     /// Continual control experiments.
     #[serde(default)]
     pub continual_experiments: Vec<ContinualExperimentRecord>,
+    /// Time-series experiments.
+    #[serde(default)]
+    pub sequence_experiments: Vec<SequenceExperimentRecord>,
 }
 
 /// Runs the plan: datasets first, then every experiment's runs; returns the report (not yet written).
@@ -230,7 +246,29 @@ pub fn reproduce(plan: &Plan, progress: &dyn Fn(&str) -> ProgressBar) -> Result<
             dispatch(plan.device, ContinualJob { experiment: e, runs_dir })?
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Report { plan: plan.clone(), datasets, experiments, field_experiments, pde_experiments, continual_experiments })
+    let sequence_experiments = plan
+        .sequence_experiments
+        .iter()
+        .map(|e| {
+            let job = SequenceJob {
+                experiment: e,
+                data_dir: plan.data_dir(&e.name),
+                data_seed: plan.seed,
+                runs_dir: plan.out_dir.join("runs").join(plan.profile.name()).join(&e.name),
+                progress: plan.progress,
+            };
+            dispatch(plan.device, job)?
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Report {
+        plan: plan.clone(),
+        datasets,
+        experiments,
+        field_experiments,
+        pde_experiments,
+        continual_experiments,
+        sequence_experiments,
+    })
 }
 
 /// Generates (or finds) the families of an operator experiment, then trains and scores its
@@ -397,6 +435,7 @@ impl Report {
             continual_experiments: merge_by_name(earlier.continual_experiments, self.continual_experiments, |e| {
                 &e.name
             }),
+            sequence_experiments: merge_by_name(earlier.sequence_experiments, self.sequence_experiments, |e| &e.name),
             plan: self.plan,
         }
     }

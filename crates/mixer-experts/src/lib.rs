@@ -56,7 +56,7 @@ pub use host_expert::FrozenExpert;
 pub use host_kernel::{HostKernel, MatRef};
 pub use moe::{Dispatch, MixtureOfExperts, Rows};
 pub use ncf::{NcfConfig, NcfExpert, geometric_widths};
-pub use plrnn::{HierShPlrnn, HierShPlrnnConfig, PlrnnParams};
+pub use plrnn::{Forcing, HierShPlrnn, HierShPlrnnConfig, PlrnnParams};
 pub use pot::{
     BlockRoute, ChannelMixer, ChannelSettings, GroupNorm, Linear, Matching, MoeMlpSettings, NORM_EPS,
     OperatorTransformer, PotBlock, PotOutput, PotSettings,

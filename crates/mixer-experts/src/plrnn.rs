@@ -58,6 +58,31 @@ impl HierShPlrnnConfig {
     }
 }
 
+/// Generalized teacher forcing of a [`HierShPlrnn`] in training (Hess et al., 2023; sparse
+/// forcing every `interval` steps as in Brenner et al., 2024).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forcing {
+    /// Force the latent before every `interval`-th step (1: every step).
+    pub interval: usize,
+    /// Largest weight the data gets, in `[0, 1]`: the model's own weight is at least
+    /// `1 - weight` (1 leaves the generated `alpha` alone; 0 runs freely).
+    pub weight: f64,
+}
+
+impl Forcing {
+    /// Checks `interval >= 1` and `0 <= weight <= 1`.
+    pub fn validate(&self) -> Result<(), ExpertError> {
+        if self.interval == 0 {
+            return Err(Error::config("forcing.interval", "must be at least 1").into());
+        }
+        if !(0.0..=1.0).contains(&self.weight) {
+            return Err(Error::config("forcing.weight", format!("must lie in [0, 1], got {}", self.weight)).into());
+        }
+        Ok(())
+    }
+}
+
 /// Per-row PLRNN parameters generated from contexts.
 #[derive(Clone, Debug)]
 pub struct PlrnnParams<B: Backend> {
@@ -150,6 +175,43 @@ impl<B: Backend> HierShPlrnn<B> {
         Ok(Tensor::stack(outs, 1))
     }
 
+    /// Predictions of `x_1 .. x_{T-1}` under generalized teacher forcing (Hess et al., 2023):
+    /// `x: [N, T, M]`, `ctx: [N, c]` → `[N, T - 1, M]`. The latent starts at `z = x_0`; before the
+    /// steps `t` with `t % forcing.interval == 0` it is pulled towards the data,
+    /// `z' = a z + (1 - a) x_t` with `a = max(alpha, 1 - forcing.weight)` (`alpha` the generated,
+    /// floored weight), and runs freely (`z' = z`) in between.
+    pub fn predict_forced(
+        &self,
+        x: Tensor<B, 3>,
+        ctx: Tensor<B, 2>,
+        forcing: &Forcing,
+    ) -> Result<Tensor<B, 3>, ExpertError> {
+        forcing.validate()?;
+        let [n, t, m] = x.dims();
+        if m != self.dim || ctx.dims()[0] != n || t < 2 {
+            return Err(Error::shape(
+                "sequences [N, T >= 2, M] and contexts [N, c]",
+                [n, t.max(2), self.dim],
+                [ctx.dims()[0], t, m],
+            )
+            .into());
+        }
+        let p = self.params(ctx)?;
+        let weight = p.alpha.clone().clamp_min(1.0 - forcing.weight);
+        let frame = |i: usize| -> Tensor<B, 2> { x.clone().slice([0..n, i..i + 1, 0..m]).reshape([n, m]) };
+        let mut z = frame(0);
+        let mut outs = Vec::with_capacity(t - 1);
+        for i in 0..t - 1 {
+            // at t = 0 the latent is the data, so forcing would not change it
+            if i > 0 && i % forcing.interval == 0 {
+                z = weight.clone() * z + (weight.clone().neg() + 1.0) * frame(i);
+            }
+            z = Self::step(&p, z);
+            outs.push(z.clone());
+        }
+        Ok(Tensor::stack(outs, 1))
+    }
+
     /// Free-running generation of `steps` states after `z0: [N, M]` (no forcing): `[N, steps, M]`.
     pub fn generate(&self, z0: Tensor<B, 2>, ctx: Tensor<B, 2>, steps: usize) -> Result<Tensor<B, 3>, ExpertError> {
         let p = self.params(ctx)?;
@@ -215,6 +277,52 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn forced_prediction_interpolates_between_forcing_and_free_running() {
+        let device = Default::default();
+        let _rng = crate::tests::rng_lock();
+        TestBackend::seed(&device, 3);
+        let (n, t, m) = (2, 6, 1);
+        let cfg = HierShPlrnnConfig { dim: m, hidden: 4, context: 2, tf_alpha_min: 0.0 };
+        let net = cfg.init::<TestBackend>(&device).unwrap();
+        let xs: Vec<f64> = (0..n * t).map(|i| ((i * 7 % 5) as f64 - 2.0) / 3.0).collect();
+        let x = Tensor::<TestBackend, 3>::from_data(burn::tensor::TensorData::new(xs.clone(), [n, t, m]), &device);
+        let ctx = tensor2::<TestBackend>(&[0.5, -0.2, -0.3, 0.9], [n, 2], &device);
+        // weight 0: free running from x_0, the same as `generate`
+        let free = net.predict_forced(x.clone(), ctx.clone(), &Forcing { interval: 1, weight: 0.0 }).unwrap();
+        let x0 = x.clone().slice([0..n, 0..1, 0..m]).reshape([n, m]);
+        let generated = net.generate(x0, ctx.clone(), t - 1).unwrap();
+        let (a, b) = (to_vec(free), to_vec(generated));
+        assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-12));
+        // weight 1 with alpha generated as 0 everywhere (zero hypernetwork row): one-step-ahead
+        let mut zeroed = net.clone();
+        let mut h = to_vec(zeroed.hyper.val());
+        let p = cfg.num_params();
+        h[(p - 1) * 2] = 0.0;
+        h[(p - 1) * 2 + 1] = 0.0;
+        zeroed.hyper = Param::from_tensor(tensor2(&h, [p, 2], &device));
+        let forced =
+            to_vec(zeroed.predict_forced(x.clone(), ctx.clone(), &Forcing { interval: 1, weight: 1.0 }).unwrap());
+        let one_step = to_vec(zeroed.forward_sequence(x.clone(), ctx.clone()).unwrap());
+        for r in 0..n {
+            for i in 0..t - 1 {
+                assert!((forced[r * (t - 1) + i] - one_step[r * t + i]).abs() < 1e-12);
+            }
+        }
+        // interval 3: forced at t = 3 only; up to there it matches free running
+        let sparse =
+            to_vec(zeroed.predict_forced(x.clone(), ctx.clone(), &Forcing { interval: 3, weight: 1.0 }).unwrap());
+        let free0 = to_vec(zeroed.predict_forced(x, ctx, &Forcing { interval: 1, weight: 0.0 }).unwrap());
+        for r in 0..n {
+            for i in 0..3 {
+                assert!((sparse[r * (t - 1) + i] - free0[r * (t - 1) + i]).abs() < 1e-12);
+            }
+            assert!((sparse[r * (t - 1) + 3] - one_step[r * t + 3]).abs() < 1e-12, "forced at t = 3");
+        }
+        assert!(Forcing { interval: 0, weight: 0.5 }.validate().is_err());
+        assert!(Forcing { interval: 1, weight: 1.5 }.validate().is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! step on a random subset of nearby environments, with MixER's gate refit on a schedule),
 //! writes atomic checkpoints and resumes from them; [`adapt`] fits contexts of new
 //! environments with everything else frozen; [`evaluate`] rolls out a split and scores it;
-//! [`run_continual`] learns controlled tasks one after another (HyperCRL and its baselines).
+//! [`run_continual`] learns controlled tasks one after another (HyperCRL and its baselines);
+//! [`SequenceTrainer`] runs MixER's loop with hier-shPLRNN sequence experts under generalized
+//! teacher forcing.
 
 mod adabelief;
 mod adapt;
@@ -33,6 +35,7 @@ mod progress;
 mod proximal;
 mod reseat;
 mod schedule;
+mod sequence;
 mod subset;
 mod trainer;
 
@@ -70,6 +73,11 @@ pub use pot_train::{
 pub use proximal::{flat_params, proximal_term};
 pub use reseat::reseat_moves;
 pub use schedule::PiecewiseLr;
+pub use sequence::{
+    ForcingSchedule, SequenceModel, SequenceModelConfig, SequenceRecord, SequenceRunConfig, SequenceState,
+    SequenceTheta, SequenceTrainSettings, SequenceTrainer, context_clusters, context_matrix, contexts_from_rows,
+    free_running_mse, sequence_assignment, sequence_env_losses, sequence_expert_losses, series_tensor,
+};
 pub use subset::{nearest_subset, per_expert_subsets, subset_around};
 pub use trainer::{OuterRecord, TrainState, Trainer};
 

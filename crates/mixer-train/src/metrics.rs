@@ -189,6 +189,24 @@ pub fn matched_iou(truth: &[usize], labels: &[usize]) -> (f64, Vec<usize>) {
     (total / nr.max(1) as f64, matched)
 }
 
+/// Clustering accuracy after matching: the share of units whose label, matched one to one to a
+/// true class by the Hungarian method on overlap, is their class (with fewer labels than
+/// classes, the units of unmatched classes count as wrong).
+pub fn matched_accuracy(truth: &[usize], labels: &[usize]) -> f64 {
+    let table = contingency(truth, labels);
+    let (nr, nl) = (table.len(), table.first().map_or(0, Vec::len));
+    let size = nr.max(nl);
+    let mut cost = ndarray::Array2::<f64>::zeros((size, size));
+    for (r, row) in table.iter().enumerate() {
+        for (l, &c) in row.iter().enumerate() {
+            cost[[r, l]] = -(c as f64);
+        }
+    }
+    let assignment = mixer_routers::matching::hungarian(&cost);
+    let hits: usize = (0..nr).filter(|&r| assignment[r] < nl).map(|r| table[r][assignment[r]]).sum();
+    hits as f64 / truth.len().max(1) as f64
+}
+
 /// Share of points with `|pred - truth| <= rtol |truth|` (percent close at `rtol = 0.01` is the
 /// spatial mixture-of-experts paper's headline metric).
 pub fn fraction_close(pred: &[f64], truth: &[f64], rtol: f64) -> f64 {
@@ -305,6 +323,16 @@ mod tests {
         let want_b = (80.0 * 1e-6 / truth_b.iter().map(|y| y * y).sum::<f64>()).sqrt();
         assert!((robust.per_env[1] - want_b).abs() < 1e-12 && robust.per_env[1] < 5e-3, "{robust:?}");
         assert!(robust.mean < 1e-2, "{robust:?}");
+    }
+
+    #[test]
+    fn matched_accuracy_matches_hand_values() {
+        // labels are a permutation of the classes: accuracy 1
+        assert_eq!(matched_accuracy(&[0, 0, 1, 1, 2, 2], &[2, 2, 0, 0, 1, 1]), 1.0);
+        // one unit off: 5 of 6
+        assert!((matched_accuracy(&[0, 0, 1, 1, 2, 2], &[1, 1, 0, 0, 2, 0]) - 5.0 / 6.0).abs() < 1e-12);
+        // two labels for three classes: at most two classes matched, 4 of 6
+        assert!((matched_accuracy(&[0, 0, 1, 1, 2, 2], &[0, 0, 1, 1, 1, 1]) - 4.0 / 6.0).abs() < 1e-12);
     }
 
     #[test]

@@ -96,6 +96,33 @@ pub fn plot_contexts(
     panel_grid(path, "learned contexts (principal axes of the training contexts)", &panels, 2, (520, 440))
 }
 
+/// Writes a context map of labelled units: contexts on their two principal axes, coloured by
+/// class (named by `class_names`) and by routed expert (the expert panel only with several).
+pub fn plot_class_contexts(
+    path: &Path,
+    title: &str,
+    contexts: &[Vec<f64>],
+    classes: &[usize],
+    class_names: &[String],
+    experts: &[usize],
+) -> Result<PathBuf, ExperimentError> {
+    let pca = Pca2::fit(contexts);
+    let coords: Vec<(f64, f64)> = contexts.iter().map(|c| pca.project(c)).collect();
+    let panel = |title: &str, series: Vec<Series>| Panel {
+        title: title.into(),
+        x_label: "principal axis 1".into(),
+        y_label: "principal axis 2".into(),
+        series,
+    };
+    let name = |g: usize| class_names.get(g).cloned().unwrap_or_else(|| format!("class {g}"));
+    let mut panels = vec![panel("contexts by class", scatter(&coords, classes, name))];
+    if experts.iter().any(|&k| k > 0) {
+        panels.push(panel("by routed expert", scatter(&coords, experts, |k| format!("expert {k}"))));
+    }
+    let columns = panels.len();
+    panel_grid(path, title, &panels, columns, (560, 460))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::ExperimentError;
 
-pub use contexts::{Pca2, plot_contexts};
+pub use contexts::{Pca2, plot_class_contexts, plot_contexts};
 pub use dataset::{dataset_panels, plot_dataset};
 pub use field_runs::field_run_figures;
 pub use fields::{heat_color, plot_fields, shown_frames};
