@@ -50,7 +50,7 @@ fn write_dataset(dir: &Path) {
         state: vec!["x".into(), "y".into()],
         parameters: parameters.iter().map(|p| p.to_string()).collect(),
         horizon: 4.0,
-        solver: ReferenceMethod::Tsit45,
+        solver: Some(ReferenceMethod::Tsit45),
     };
     let environments: Vec<EnvInfo> = families
         .iter()
