@@ -29,7 +29,7 @@ use crate::{
 pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "glycolytic", "selkov"];
 
 /// The experiments `reproduce` trains by default.
-pub const REPRODUCED_EXPERIMENTS: [&str; 3] = ["odebench10", "lotka-volterra", "lorenz-regimes"];
+pub const REPRODUCED_EXPERIMENTS: [&str; 5] = ["odebench10", "lotka-volterra", "glycolytic", "selkov", "lorenz-regimes"];
 
 /// The field experiments `reproduce` trains by default (spatial mixture of experts).
 pub const REPRODUCED_FIELD_EXPERIMENTS: [&str; 1] = ["heat-regions"];
@@ -472,7 +472,7 @@ mod tests {
         assert_eq!(lv.datasets, vec!["lotka-volterra"]);
         assert_eq!(lv.experiments.len(), 1);
         let selkov = plan.clone().only(Some("selkov")).unwrap();
-        assert_eq!((selkov.datasets, selkov.experiments.len()), (vec!["selkov".to_string()], 0));
+        assert_eq!((selkov.datasets, selkov.experiments[0].name.as_str()), (vec!["selkov".to_string()], "selkov"));
         let ode = plan.clone().only(Some("odebench10")).unwrap();
         assert_eq!(ode.datasets, vec!["odebench-2d"]);
         assert!(plan.experiments.iter().all(|e| e.name != "routers"), "the router table runs on request");

@@ -28,7 +28,7 @@ pub enum ExpertConfig {
         /// Number of linear layers (at least 2).
         depth: usize,
     },
-    /// NCF (order 0): context and state branches, then a main MLP.
+    /// NCF: context and state branches, then a main MLP; Taylor self-modulation of `order`.
     Ncf {
         /// Main MLP width `W`.
         width: usize,
@@ -38,6 +38,9 @@ pub enum ExpertConfig {
         intermediate: usize,
         /// Linear layers per branch (at least 1).
         branch_depth: usize,
+        /// Taylor order of the self-modulation: 0 (default), 1 or 2.
+        #[serde(default)]
+        order: usize,
     },
     /// GEPS with MIP-encoded contexts (hypernetwork stability option).
     #[serde(rename = "geps-mip")]
@@ -79,8 +82,8 @@ impl ExpertConfig {
             ExpertConfig::CodaMip { width, depth } => {
                 Resolved::Coda(CodaConfig { dim, context, width, depth, mip: true })
             }
-            ExpertConfig::Ncf { width, depth, intermediate, branch_depth } => {
-                Resolved::Ncf(NcfConfig { dim, context, width, depth, intermediate, branch_depth })
+            ExpertConfig::Ncf { width, depth, intermediate, branch_depth, order } => {
+                Resolved::Ncf(NcfConfig { dim, context, width, depth, intermediate, branch_depth, order })
             }
         }
     }
@@ -152,6 +155,14 @@ impl<B: Backend> Expert<B> for AnyExpert<B> {
             AnyExpert::Ncf(e) => e.forward(x, ctx),
         }
     }
+
+    fn forward_about(&self, x: Tensor<B, 2>, ctx: Tensor<B, 2>, anchor: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            AnyExpert::Geps(e) => e.forward_about(x, ctx, anchor),
+            AnyExpert::Coda(e) => e.forward_about(x, ctx, anchor),
+            AnyExpert::Ncf(e) => e.forward_about(x, ctx, anchor),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +177,7 @@ mod tests {
             ("kind = \"geps\"\nwidth = 8\ndepth = 3", "geps"),
             ("kind = \"coda\"\nwidth = 8\ndepth = 2", "coda"),
             ("kind = \"ncf\"\nwidth = 8\ndepth = 2\nintermediate = 4\nbranch_depth = 2", "ncf"),
+            ("kind = \"ncf\"\nwidth = 8\ndepth = 2\nintermediate = 4\nbranch_depth = 2\norder = 2", "ncf-t2"),
             ("kind = \"geps-mip\"\nwidth = 8\ndepth = 3", "geps-mip"),
             ("kind = \"coda-mip\"\nwidth = 8\ndepth = 3", "coda-mip"),
         ];
@@ -179,7 +191,8 @@ mod tests {
                 (AnyExpert::Geps(g), "geps-mip") => g.mip,
                 (AnyExpert::Coda(c), "coda") => !c.mip,
                 (AnyExpert::Coda(c), "coda-mip") => c.mip,
-                (AnyExpert::Ncf(_), "ncf") => true,
+                (AnyExpert::Ncf(n), "ncf") => n.order == 0,
+                (AnyExpert::Ncf(n), "ncf-t2") => n.order == 2,
                 _ => false,
             };
             assert!(ok, "{kind}");
@@ -198,12 +211,19 @@ mod tests {
         assert_eq!(err(ExpertConfig::Geps { width: 8, depth: 1 }), "expert.depth");
         assert_eq!(err(ExpertConfig::Coda { width: 0, depth: 3 }), "expert.width");
         assert_eq!(err(ExpertConfig::CodaMip { width: 8, depth: 0 }), "expert.depth");
-        let ncf =
-            |width, depth, intermediate, branch_depth| ExpertConfig::Ncf { width, depth, intermediate, branch_depth };
+        let ncf = |width, depth, intermediate, branch_depth| ExpertConfig::Ncf {
+            width,
+            depth,
+            intermediate,
+            branch_depth,
+            order: 0,
+        };
         assert_eq!(err(ncf(0, 2, 4, 1)), "expert.width");
         assert_eq!(err(ncf(8, 0, 4, 1)), "expert.depth");
         assert_eq!(err(ncf(8, 2, 0, 1)), "expert.intermediate");
         assert_eq!(err(ncf(8, 2, 4, 0)), "expert.branch_depth");
+        let order3 = ExpertConfig::Ncf { width: 8, depth: 2, intermediate: 4, branch_depth: 1, order: 3 };
+        assert_eq!(err(order3), "expert.order");
         let device = Default::default();
         assert!(ExpertConfig::Geps { width: 8, depth: 3 }.init::<TestBackend>(0, 2, &device).is_err());
         assert!(ExpertConfig::Geps { width: 8, depth: 3 }.init::<TestBackend>(2, 0, &device).is_err());

@@ -3,8 +3,10 @@
 //! Experts are context-conditioned, autonomous vector fields `f(x, ctx)` implementing
 //! [`mixer_core::Expert`]: [`GepsExpert`] (low-rank adaptation of every layer, learnable swish,
 //! context shift), [`CodaExpert`] (context-linear hypernetwork on every parameter) and
-//! [`NcfExpert`] (context and state branches). [`ExpertConfig`] picks one from a config file and
-//! [`AnyExpert`] holds any of them. [`HierShPlrnn`] is the sequence expert for time series.
+//! [`NcfExpert`] (context and state branches, with Neural Context Flow's Taylor
+//! self-modulation about another environment's context, [`mixer_core::Expert::forward_about`]).
+//! [`ExpertConfig`] picks one from a config file and [`AnyExpert`] holds any of them.
+//! [`HierShPlrnn`] is the sequence expert for time series.
 //! [`MixtureOfExperts`] holds `K` experts with context splitting and rolls trajectories out under
 //! a [`mixer_core::Routing`], integrating each expert only on the rows routed to it (GEPS
 //! experts of a top-1 routing all at once, in one stacked rollout).

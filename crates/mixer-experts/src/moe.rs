@@ -30,6 +30,10 @@ pub(crate) fn index<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 
 /// Rows to integrate over one grid: row `r` starts at `x0[r]` at `times[0]` and belongs to
 /// environment `env_of_row[r]`.
 ///
+/// With `anchor_of_row`, row `r`'s field is its expert expanded about the context of
+/// environment `anchor_of_row[r]` ([`Expert::forward_about`], NCF's context pool); experts
+/// without an expansion (GEPS, CoDA, NCF of order 0) read only their own context.
+///
 /// With `rate`, environment `e` is integrated on `times` with every field multiplied by
 /// `rate[e]`: solving `dx/ds = h f(x)` on `s` is solving the autonomous `dx/dt = f(x)` on
 /// `t = t_0 + h (s - s_0)`. Environments whose grids differ only by scale (ODE families with
@@ -44,12 +48,14 @@ pub struct Rows<'a, B: Backend> {
     pub times: &'a [f64],
     /// Time rate per environment (indexed like the context rows); `None` means 1.
     pub rate: Option<&'a [f64]>,
+    /// Environment whose context each row's field is expanded about, `[rows]`; `None`: its own.
+    pub anchor_of_row: Option<&'a [usize]>,
 }
 
 impl<'a, B: Backend> Rows<'a, B> {
     /// Rows on their own time grid (rate 1).
     pub fn new(env_of_row: &'a [usize], x0: Tensor<B, 2>, times: &'a [f64]) -> Self {
-        Self { env_of_row, x0, times, rate: None }
+        Self { env_of_row, x0, times, rate: None, anchor_of_row: None }
     }
 
     /// Per-row rates `[rows, 1]`, or `None` when every rate is 1.
@@ -77,6 +83,8 @@ struct ExpertField<B: Backend, X> {
     ctx: Tensor<B, 2>,
     /// Per-row weight `[rows, 1]`.
     weight: Option<Tensor<B, 2>>,
+    /// Per-row context slice the expert is expanded about, `[rows, c]` (`None`: no expansion).
+    anchor: Option<Tensor<B, 2>>,
     /// The rows of the state this expert acts on; `None`: all of them.
     rows: Option<Tensor<B, 1, Int>>,
 }
@@ -91,8 +99,14 @@ impl<B: Backend, X: Module<B>> ExpertField<B, X> {
             expert: anchor_module(expert.clone()),
             ctx: anchor_tensor(ctx),
             weight: weight.map(anchor_tensor),
+            anchor: None,
             rows: None,
         }
+    }
+
+    /// The same field expanded about the per-row contexts `anchor` (`None` leaves it as it is).
+    fn about(self, anchor: Option<Tensor<B, 2>>) -> Self {
+        Self { anchor: anchor.map(anchor_tensor), ..self }
     }
 
     /// The same field acting only on `rows` of the state (`ctx` and `weight` are per selected row).
@@ -120,7 +134,10 @@ impl<B: Backend, X: Expert<B>> VectorField<B> for ExpertField<B, X> {
 
     /// The field on the rows it was built for (`x` holds exactly those rows).
     fn eval(&self, _t: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = self.expert.forward(x, self.ctx.clone());
+        let y = match &self.anchor {
+            Some(a) => self.expert.forward_about(x, self.ctx.clone(), a.clone()),
+            None => self.expert.forward(x, self.ctx.clone()),
+        };
         match &self.weight {
             Some(w) => y * w.clone(),
             None => y,
@@ -256,6 +273,14 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         if let Some(&e) = rows.env_of_row.iter().find(|&&e| e >= envs) {
             return Err(Error::shape("environment id (below the number of context rows)", envs, e).into());
         }
+        if let Some(anchors) = rows.anchor_of_row {
+            if anchors.len() != n {
+                return Err(Error::shape("anchor_of_row (one environment per row of x0)", n, anchors.len()).into());
+            }
+            if let Some(&e) = anchors.iter().find(|&&e| e >= envs) {
+                return Err(Error::shape("anchor environment id (below the number of context rows)", envs, e).into());
+            }
+        }
         let want = self.experts[0].state_dim();
         if dim != want {
             return Err(Error::shape("state dimension of x0", want, dim).into());
@@ -347,6 +372,16 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         }
         let rates = rows.row_rates(&device);
         let env_idx = index::<B>(rows.env_of_row, &device);
+        // the anchor rows of `rows_e` (all rows when `None`) in context slice `ctx`
+        let anchors = |ctx: &Tensor<B, 2>, rows_e: Option<&[usize]>| {
+            rows.anchor_of_row.map(|a| {
+                let ids: Vec<usize> = match rows_e {
+                    Some(rs) => rs.iter().map(|&r| a[r]).collect(),
+                    None => a.to_vec(),
+                };
+                ctx.clone().select(0, index::<B>(&ids, &device))
+            })
+        };
         let mut parts = Vec::new();
         for (e, group) in routing.groups(self.num_experts()).into_iter().enumerate() {
             if group.units.is_empty() {
@@ -366,9 +401,10 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             parts.push(if dispatch == Dispatch::Dense || mine.len() == n {
                 ExpertField::new(
                     &self.experts[e],
-                    ctx.select(0, env_idx.clone()),
+                    ctx.clone().select(0, env_idx.clone()),
                     Some(rated(w_env.select(0, env_idx.clone()), rates.clone())),
                 )
+                .about(anchors(&ctx, None))
             } else {
                 let row_idx = index::<B>(&mine, &device);
                 let envs_e: Vec<usize> = mine.iter().map(|&r| rows.env_of_row[r]).collect();
@@ -376,9 +412,10 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
                 let rates_e = rates.clone().map(|r| r.select(0, row_idx.clone()));
                 ExpertField::new(
                     &self.experts[e],
-                    ctx.select(0, env_idx_e.clone()),
+                    ctx.clone().select(0, env_idx_e.clone()),
                     Some(rated(w_env.select(0, env_idx_e), rates_e)),
                 )
+                .about(anchors(&ctx, Some(&mine)))
                 .on_rows(row_idx)
             });
         }
@@ -386,11 +423,15 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             if e >= self.num_experts() {
                 return Err(Error::shape("shared expert index (below K)", self.num_experts(), e).into());
             }
-            parts.push(ExpertField::new(
-                &self.experts[e],
-                self.context_slice(contexts.clone(), e)?.select(0, env_idx.clone()),
-                Some(rated(Tensor::full([n, 1], w, &device), rates.clone())),
-            ));
+            let ctx = self.context_slice(contexts.clone(), e)?;
+            parts.push(
+                ExpertField::new(
+                    &self.experts[e],
+                    ctx.clone().select(0, env_idx.clone()),
+                    Some(rated(Tensor::full([n, 1], w, &device), rates.clone())),
+                )
+                .about(anchors(&ctx, None)),
+            );
         }
         if parts.is_empty() {
             return Ok(rows.x0.unsqueeze_dim::<3>(1).repeat_dim(1, rows.times.len()));
@@ -448,14 +489,20 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
                 let envs_k: Vec<usize> = rows_k.iter().map(|&r| env_of_row[r]).collect();
                 let env_idx = index::<B>(&envs_k, &device);
                 let row_idx = index::<B>(&rows_k, &device);
+                let ctx = self.context_slice(contexts.clone(), k)?;
+                let anchor = rows.anchor_of_row.map(|a| {
+                    let ids: Vec<usize> = rows_k.iter().map(|&r| a[r]).collect();
+                    ctx.clone().select(0, index::<B>(&ids, &device))
+                });
                 let field = ExpertField::new(
                     &self.experts[k],
-                    self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()),
+                    ctx.select(0, env_idx.clone()),
                     Some(rated(
                         routing.weights.clone().select(0, env_idx),
                         rates.clone().map(|r| r.select(0, row_idx.clone())),
                     )),
-                );
+                )
+                .about(anchor);
                 debug!(expert = k, rows = rows_k.len(), "top-1 expert rollout");
                 let y = integrator
                     .integrate(&field, rows.x0.clone().select(0, row_idx), rows.times)
@@ -703,7 +750,7 @@ mod tests {
         }
 
         fn rows<B: Backend>(&self, x0: Tensor<B, 2>) -> Rows<'_, B> {
-            Rows { env_of_row: &self.env_of_row, x0, times: &TIMES, rate: Some(&RATES) }
+            Rows { env_of_row: &self.env_of_row, x0, times: &TIMES, rate: Some(&RATES), anchor_of_row: None }
         }
 
         /// Split contexts `[5, 6]`, initial states `[n, 2]` and the routing with gate weights `weights`.
@@ -735,6 +782,40 @@ mod tests {
             })
             .collect();
         MixtureOfExperts::new(experts)
+    }
+
+    #[test]
+    fn anchored_rows_expand_ncf_experts_on_every_path() {
+        let device = Default::default();
+        let moe = {
+            let _rng = crate::tests::rng_lock();
+            TestBackend::seed(&device, 31);
+            let ncf = ExpertConfig::Ncf { width: 8, depth: 2, intermediate: 4, branch_depth: 1, order: 2 };
+            MixtureOfExperts::<TestBackend, AnyExpert<TestBackend>>::init(&ncf, 2, 2, 3, &device).unwrap()
+        };
+        let case = Case::new([3, 1, 2, 3, 2]);
+        let (ctx, x0, r) = case.problem::<TestBackend>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+        let rk4 = Rk4 { substeps: 1 };
+        let run = |moe: &MixtureOfExperts<TestBackend, AnyExpert<TestBackend>>, anchors: Option<&[usize]>, dispatch| {
+            let rows = Rows { anchor_of_row: anchors, ..case.rows(x0.clone()) };
+            to_vec(moe.rollout_rows_by(&rk4, &r, ctx.clone(), rows, dispatch).unwrap())
+        };
+        let own = case.env_of_row.clone();
+        let others: Vec<usize> = own.iter().map(|&e| (e + 1) % 5).collect();
+        let plain = run(&moe, None, Dispatch::PerExpert);
+        // about its own context, the expansion is the plain field
+        assert_eq!(run(&moe, Some(&own), Dispatch::PerExpert), plain);
+        // about other contexts it is not, and the top-1 loop and the masked dense path agree
+        let expanded = run(&moe, Some(&others), Dispatch::PerExpert);
+        assert!(max_diff(&expanded, &plain) > 1e-6);
+        assert!(max_diff(&run(&moe, Some(&others), Dispatch::Dense), &expanded) < 1e-12);
+        assert!(max_diff(&run(&moe, Some(&others), Dispatch::Fused), &expanded) < 1e-12);
+        // experts without an expansion ignore anchors
+        let geps = mixture::<TestBackend>(false, true, &device);
+        assert_eq!(run(&geps, Some(&others), Dispatch::PerExpert), run(&geps, None, Dispatch::PerExpert));
+        let bad = vec![7; case.n()];
+        let rows = Rows { anchor_of_row: Some(&bad), ..case.rows(x0.clone()) };
+        assert!(moe.rollout_rows(&rk4, &r, ctx.clone(), rows).is_err(), "anchors name context rows");
     }
 
     /// Largest `|a - b| / max(1, |b|)`.

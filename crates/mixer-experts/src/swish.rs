@@ -44,6 +44,19 @@ impl<B: Backend> LearnableSwish<B> {
         }
         x.clone() * sigmoid(x * beta)
     }
+
+    /// Value, first and second derivative of the swish with the root slopes at `z: [N, units]`
+    /// (a context factor is not read): with `s = sigmoid(beta z)`, `z s`,
+    /// `s + beta z s (1 - s)` and `beta s (1 - s) (2 + beta z (1 - 2 s))`, each `[N, units]`.
+    pub fn derivatives(&self, z: Tensor<B, 2>) -> [Tensor<B, 2>; 3] {
+        let beta = self.beta.val().unsqueeze_dim(0);
+        let bz = z.clone() * beta.clone();
+        let s = sigmoid(bz.clone());
+        let ds = s.clone() * (s.clone().neg() + 1.0);
+        let first = s.clone() + bz.clone() * ds.clone();
+        let second = ds * beta * ((s.clone() * 2.0).neg() + 1.0).mul(bz).add_scalar(2.0);
+        [z * s, first, second]
+    }
 }
 
 #[cfg(test)]
@@ -72,5 +85,22 @@ mod tests {
         );
         let beta0 = betas[0] + 0.5 * a[0] - a[1];
         assert!((y[0] - 2.0 / (1.0 + (-beta0 * 2.0).exp())).abs() < 1e-12);
+    }
+
+    #[test]
+    fn derivatives_match_central_differences() {
+        let device = Default::default();
+        let plain = LearnableSwish::<TestBackend>::plain(3, &device);
+        let z = [1.3, -0.4, 2.2];
+        let at = |v: &[f64]| to_vec(plain.forward(tensor2(v, [1, 3], &device), None));
+        let [value, first, second] = plain.derivatives(tensor2(&z, [1, 3], &device)).map(to_vec);
+        assert_eq!(value, at(&z));
+        let h = 1e-4;
+        let (up, down) = (at(&z.map(|v| v + h)), at(&z.map(|v| v - h)));
+        for j in 0..3 {
+            assert!((first[j] - (up[j] - down[j]) / (2.0 * h)).abs() < 1e-7, "first derivative {j}");
+            let fd2 = (up[j] - 2.0 * value[j] + down[j]) / (h * h);
+            assert!((second[j] - fd2).abs() < 1e-5, "second derivative {j}: {} vs {fd2}", second[j]);
+        }
     }
 }

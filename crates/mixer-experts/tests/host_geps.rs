@@ -103,8 +103,9 @@ fn experts_without_a_host_form_say_so_and_bad_shapes_are_errors() {
     let device = Default::default();
     let coda = ExpertConfig::Coda { width: 8, depth: 2 }.init::<B>(2, 3, &device).unwrap();
     assert!(coda.freeze::<f64>().is_none());
-    let ncf =
-        ExpertConfig::Ncf { width: 8, depth: 2, intermediate: 4, branch_depth: 1 }.init::<B>(2, 3, &device).unwrap();
+    let ncf = ExpertConfig::Ncf { width: 8, depth: 2, intermediate: 4, branch_depth: 1, order: 0 }
+        .init::<B>(2, 3, &device)
+        .unwrap();
     assert!(ncf.freeze::<f32>().is_none());
     let frozen: FrozenExpert<f32> = expert(false, true).freeze().unwrap();
     assert!(frozen.bind(&[0.0; 4], None).is_err(), "contexts not a multiple of c");

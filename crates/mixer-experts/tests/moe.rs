@@ -143,7 +143,7 @@ fn time_rates_integrate_rescaled_grids_exactly() {
     let cases = [routing(1, vec![Some(1), Some(0), Some(1)], tensor2(&[0.9, 0.8, 0.7], [3, 1], &device)), top2];
     let rk4 = Rk4 { substeps: 3 };
     for r in &cases {
-        let rows = Rows { env_of_row: &env_of_row, x0: x0.clone(), times: &s, rate: Some(&rate) };
+        let rows = Rows { env_of_row: &env_of_row, x0: x0.clone(), times: &s, rate: Some(&rate), anchor_of_row: None };
         let got = to_vec(moe.rollout_rows(&rk4, r, ctx.clone(), rows).unwrap());
         for (row, &e) in env_of_row.iter().enumerate() {
             let t: Vec<f64> = s.iter().map(|v| v * rate[e]).collect();
@@ -157,7 +157,7 @@ fn time_rates_integrate_rescaled_grids_exactly() {
     }
     // rates must be one per context row, finite and positive
     let bad = |rate: &[f64]| {
-        let rows = Rows { env_of_row: &env_of_row, x0: x0.clone(), times: &s, rate: Some(rate) };
+        let rows = Rows { env_of_row: &env_of_row, x0: x0.clone(), times: &s, rate: Some(rate), anchor_of_row: None };
         moe.rollout_rows(&rk4, &cases[0], ctx.clone(), rows).is_err()
     };
     assert!(bad(&[1.0, 1.0]) && bad(&[1.0, 0.0, 1.0]) && bad(&[1.0, f64::NAN, 1.0]));

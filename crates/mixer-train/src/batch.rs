@@ -7,7 +7,7 @@
 //! `dx/ds = h f(x)` is exact). ODE families with different horizons but the same number of
 //! points then cost one rollout instead of one per family.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rand::Rng as _;
 
 use mixer_core::host::tensor2;
@@ -27,6 +27,9 @@ pub struct BatchGroup<B: Backend> {
     pub target: Tensor<B, 3>,
     /// The shared normalised time grid `s`, `[steps]` (`s_0 = 0`, `s_1 = 1`).
     pub times: Vec<f64>,
+    /// Environment whose context each row's field is expanded about (see [`Batch::pooled`]),
+    /// `[rows]`; `None`: every row reads its own context only.
+    pub anchor_of_row: Option<Vec<usize>>,
 }
 
 /// All rows of a set of environments, grouped by time grid.
@@ -151,7 +154,8 @@ impl<B: Backend> Batch<B> {
                     }
                 }
                 let target = tensor2::<B>(&target, [rows, len * dim], device).reshape([rows, len, dim]);
-                BatchGroup { env_of_row, slot_of_row, x0: tensor2(&x0, [rows, dim], device), target, times }
+                let x0 = tensor2(&x0, [rows, dim], device);
+                BatchGroup { env_of_row, slot_of_row, x0, target, times, anchor_of_row: None }
             })
             .collect();
         Batch { envs: envs.to_vec(), groups, rate, weight: vec![1.0; envs.len()] }
@@ -163,9 +167,50 @@ impl<B: Backend> Batch<B> {
         self
     }
 
+    /// The batch with a context pool (Neural Context Flows, Nzoyem et al. 2024): each
+    /// environment draws `pool` distinct environments of the batch (itself possible; all of
+    /// them when the batch is smaller), and each of its rows is repeated once per pool member,
+    /// its field expanded about that member's context. Every copy counts alike in the
+    /// environment's loss, so the loss averages over the pool. `pool = 0` leaves the batch as
+    /// it is and draws nothing.
+    pub fn pooled(mut self, pool: usize, rng: &mut Rng) -> Self {
+        if pool == 0 {
+            return self;
+        }
+        let n = self.envs.len();
+        let members: Vec<Vec<usize>> = (0..n)
+            .map(|_| rand::seq::index::sample(rng, n, pool.min(n)).into_iter().map(|s| self.envs[s]).collect())
+            .collect();
+        for g in &mut self.groups {
+            let mut keep = Vec::new();
+            let (mut env_of_row, mut slot_of_row, mut anchor_of_row) = (Vec::new(), Vec::new(), Vec::new());
+            for (r, &slot) in g.slot_of_row.iter().enumerate() {
+                for &anchor in &members[slot] {
+                    keep.push(r);
+                    env_of_row.push(g.env_of_row[r]);
+                    slot_of_row.push(slot);
+                    anchor_of_row.push(anchor);
+                }
+            }
+            let device = g.x0.device();
+            let idx =
+                Tensor::from_data(TensorData::new(keep.iter().map(|&r| r as i64).collect(), [keep.len()]), &device);
+            g.x0 = g.x0.clone().select(0, idx.clone());
+            g.target = g.target.clone().select(0, idx);
+            (g.env_of_row, g.slot_of_row, g.anchor_of_row) = (env_of_row, slot_of_row, Some(anchor_of_row));
+        }
+        self
+    }
+
     /// The rows of a group, ready for [`mixer_experts::MixtureOfExperts::rollout_rows`].
     pub fn rows<'a>(&'a self, group: &'a BatchGroup<B>) -> Rows<'a, B> {
-        Rows { env_of_row: &group.env_of_row, x0: group.x0.clone(), times: &group.times, rate: Some(&self.rate) }
+        Rows {
+            env_of_row: &group.env_of_row,
+            x0: group.x0.clone(),
+            times: &group.times,
+            rate: Some(&self.rate),
+            anchor_of_row: group.anchor_of_row.as_deref(),
+        }
     }
 
     /// A `[envs, rows]` averaging matrix for a group: entry `(s, r)` is `1 / rows of env s`
@@ -221,6 +266,32 @@ mod tests {
         assert_eq!(avg, vec![0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5]);
         assert_eq!(b.weight, vec![1.0; 3]);
         assert_eq!(b.weighted(&[10.0, 20.0, 30.0]).weight, vec![30.0, 20.0, 10.0], "weights follow the batch's order");
+    }
+
+    #[test]
+    fn a_pool_repeats_rows_once_per_member() {
+        let device = Default::default();
+        let b = Batch::<TestBackend>::new(&data(), &[0, 2], Window::full(4), Some(2), &device);
+        let mut rng = Seeds::new(4).stream("pool");
+        assert_eq!(b.clone().pooled(0, &mut rng).groups[0].anchor_of_row, None);
+        let p = b.clone().pooled(2, &mut rng);
+        let g = &p.groups[0];
+        assert_eq!(g.env_of_row, vec![0, 0, 0, 0, 2, 2, 2, 2]);
+        let anchors = g.anchor_of_row.clone().unwrap();
+        // two distinct members of the batch per environment, the same for each of its rows
+        for e in 0..2 {
+            let a = &anchors[4 * e..4 * e + 4];
+            assert!(a[0] != a[1] && a[..2] == a[2..] && a.iter().all(|x| [0, 2].contains(x)), "{a:?}");
+        }
+        let x0: Vec<f64> = g.x0.clone().into_data().to_vec().unwrap();
+        assert_eq!(x0, vec![0.0, 0.0, 10.0, 10.0, 200.0, 200.0, 210.0, 210.0]);
+        assert_eq!(g.target.dims(), [8, 4, 1]);
+        // every copy weighs alike: the loss of an environment averages over its pool
+        let avg: Vec<f64> = p.averaging(g, &device).into_data().to_vec().unwrap();
+        assert_eq!(&avg[..8], &[0.25, 0.25, 0.25, 0.25, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(p.rows(g).anchor_of_row, Some(&anchors[..]));
+        let big = b.pooled(5, &mut rng);
+        assert_eq!(big.groups[0].env_of_row.len(), 8, "a pool is at most the batch");
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub struct TrainConfig {
     /// (absent: never, as published).
     #[serde(default)]
     pub reseat: Option<Reseat>,
+    /// NCF context pool size `p` (Nzoyem et al. 2024): every training trajectory is rolled out
+    /// once per pool member, its field expanded about that environment's context, and its
+    /// loss averages over the pool. Only self-modulating experts (NCF of order 1 or 2) read the
+    /// pool; others would see each trajectory `p` times. 0 (default): no pool.
+    #[serde(default)]
+    pub context_pool: usize,
     /// Optimiser of both blocks.
     pub optimizer: AdaBeliefConfig,
     /// Integrator for training and evaluation.

@@ -273,8 +273,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                 }
                 .into());
             }
-            let batch =
-                Batch::<B>::over_windows(&self.train, &subset, &windows, None, &self.device).weighted(&self.weights);
+            let batch = Batch::<B>::over_windows(&self.train, &subset, &windows, None, &self.device)
+                .weighted(&self.weights)
+                .pooled(t.context_pool, rng);
             let diverged: Vec<usize> =
                 match env_losses(theta, self.integrator.as_ref(), &routing, contexts.clone(), &batch) {
                     Ok(losses) => {

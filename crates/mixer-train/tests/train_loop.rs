@@ -88,6 +88,7 @@ fn config(outer: usize) -> RunConfig {
             window_fraction: 0.6,
             segments: None,
             reseat: None,
+            context_pool: 0,
             optimizer: AdaBeliefConfig::paper(),
             solver: SolverConfig::Rk4 { substeps: 1 },
         },
