@@ -29,7 +29,8 @@ use crate::{
 pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "glycolytic", "selkov"];
 
 /// The experiments `reproduce` trains by default.
-pub const REPRODUCED_EXPERIMENTS: [&str; 5] = ["odebench10", "lotka-volterra", "glycolytic", "selkov", "lorenz-regimes"];
+pub const REPRODUCED_EXPERIMENTS: [&str; 5] =
+    ["odebench10", "lotka-volterra", "glycolytic", "selkov", "lorenz-regimes"];
 
 /// The field experiments `reproduce` trains by default (spatial mixture of experts).
 pub const REPRODUCED_FIELD_EXPERIMENTS: [&str; 1] = ["heat-regions"];
