@@ -80,12 +80,13 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Checks the manifest against itself: positive tolerances and `keep_every`, known and unique
+    /// Checks the manifest against itself: finite, non-negative tolerances, a positive `keep_every`, known and unique
     /// split names, every environment's family an index into `families` and its parameter count
     /// that family's. Returns what is wrong.
     pub fn check(&self) -> Result<(), String> {
-        if !(self.rtol > 0.0 && self.rtol.is_finite() && self.atol > 0.0 && self.atol.is_finite()) {
-            return Err(format!("rtol and atol must be finite and positive, got {} and {}", self.rtol, self.atol));
+        // 0 where nothing was solved (closed-form series such as the control charts)
+        if !(self.rtol >= 0.0 && self.rtol.is_finite() && self.atol >= 0.0 && self.atol.is_finite()) {
+            return Err(format!("rtol and atol must be finite and non-negative, got {} and {}", self.rtol, self.atol));
         }
         if self.keep_every == 0 {
             return Err("keep_every must be at least 1".into());

@@ -629,7 +629,7 @@ mod tests {
         assert!(err.contains("no operator run"), "{err}");
         // A checkpoint of another architecture under a run's config.
         let dense_run = dir.path().join("dense-total/pretrain");
-        std::fs::copy(moe_run.join("model.safetensors"), dense_run.join("model.safetensors")).unwrap();
+        std::fs::copy(moe_run.join("model.bin"), dense_run.join("model.bin")).unwrap();
         let err = tune(&dense_run, "mismatch").unwrap_err().to_string();
         assert!(err.contains("another architecture"), "{err}");
         let md = pde_markdown(&record, |p| p.display().to_string());

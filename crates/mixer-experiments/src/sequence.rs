@@ -19,7 +19,7 @@ use mixer_train::{
     sequence_assignment, sequence_env_losses, series_tensor, write_json,
 };
 
-use crate::experiment::{merge, parse_file, parse_shipped};
+use crate::experiment::{declares_kind, merge, parse_file, parse_shipped};
 use crate::plot::plot_class_contexts;
 use crate::{AutodiffBackend, BackendJob, ExperimentError, Profile};
 
@@ -60,7 +60,7 @@ struct Head {
 impl SequenceExperiment {
     /// True when experiment TOML `text` declares a sequence experiment (`kind = "sequence"`).
     pub fn is_sequence_text(text: &str) -> bool {
-        toml::from_str::<toml::Table>(text).is_ok_and(|t| t.get("kind").and_then(|k| k.as_str()) == Some("sequence"))
+        declares_kind(text, "sequence")
     }
 
     /// A shipped sequence experiment under `profile`.

@@ -8,7 +8,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use mixer_data::mutate::mutate_toml;
 use mixer_experiments::{
     BUILTIN_CONTINUAL_EXPERIMENTS, BUILTIN_EXPERIMENTS, BUILTIN_FIELD_EXPERIMENTS, BUILTIN_PDE_EXPERIMENTS,
-    ContinualExperiment, Experiment, ExperimentError, FieldExperiment, PdeExperiment, Profile,
+    BUILTIN_SEQUENCE_EXPERIMENTS, ContinualExperiment, Experiment, ExperimentError, FieldExperiment, PdeExperiment,
+    Profile, SequenceExperiment,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -18,11 +19,12 @@ type Parse = fn(&str, Profile) -> Result<(), ExperimentError>;
 #[test]
 fn experiment_files_never_panic() {
     let cases: u64 = std::env::var("MIXER_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
-    let kinds: [(&[(&str, &str)], Parse); 4] = [
+    let kinds: [(&[(&str, &str)], Parse); 5] = [
         (&BUILTIN_EXPERIMENTS, |t, p| Experiment::parse(t, p).map(drop)),
         (&BUILTIN_FIELD_EXPERIMENTS, |t, p| FieldExperiment::parse(t, p).map(drop)),
         (&BUILTIN_PDE_EXPERIMENTS, |t, p| PdeExperiment::parse(t, p).map(drop)),
         (&BUILTIN_CONTINUAL_EXPERIMENTS, |t, p| ContinualExperiment::parse(t, p).map(drop)),
+        (&BUILTIN_SEQUENCE_EXPERIMENTS, |t, p| SequenceExperiment::parse(t, p).map(drop)),
     ];
     for (table, parse) in kinds {
         for (name, text) in table {

@@ -61,22 +61,25 @@ where
 
 /// Saves a module's parameters as `<dir>/<name>.safetensors` (atomically): one tensor per
 /// parameter, named by its path in the module (`moe.experts.0.layers.1.weight`), in the
-/// backend's float type, readable by any safetensors reader (Python: `safetensors.numpy.load_file`).
+/// backend's float type, readable by any safetensors reader (Python: `safetensors.numpy.load_file`);
+/// and as burn's record `<dir>/<name>.bin`, which keeps the parameter ids that saved optimiser
+/// states refer to, so that a resumed run continues exactly.
 pub fn save_module<B: Backend, M: Module<B>>(module: &M, dir: &Path, name: &str) -> Result<(), Error> {
     let path = dir.join(format!("{name}.{WEIGHTS_EXT}"));
     let mut store = SafetensorsStore::from_bytes(None).metadata("writer", "mixer");
     module.save_into(&mut store).map_err(|e| store_error(&path, e))?;
     let bytes = store.get_bytes().map_err(|e| store_error(&path, e))?;
-    write_atomic(&path, &bytes)
+    write_atomic(&path, &bytes)?;
+    module.clone().save_file(dir.join(name), &RunRecorder::new()).map_err(|e| recorder_error(dir, name, e))
 }
 
 /// File extension of module weights.
 pub const WEIGHTS_EXT: &str = "safetensors";
 
-/// Loads `<dir>/<name>.safetensors` (or, from run folders written before safetensors,
-/// `<dir>/<name>.bin`) into a module of the same structure. A file whose tensors differ from the
-/// module's parameters in names or shapes (a checkpoint of another architecture) is an error
-/// that names the first difference.
+/// Loads `<dir>/<name>.bin` (parameter ids included, for exact resumes) or, where only the
+/// export is there, `<dir>/<name>.safetensors` into a module of the same structure. A file whose
+/// tensors differ from the module's parameters in names or shapes (a checkpoint of another
+/// architecture) is an error that names the first difference.
 pub fn load_module<B: Backend, M: Module<B>>(
     mut module: M,
     dir: &Path,
@@ -84,8 +87,8 @@ pub fn load_module<B: Backend, M: Module<B>>(
     device: &B::Device,
 ) -> Result<M, Error> {
     let path = dir.join(format!("{name}.{WEIGHTS_EXT}"));
-    if !path.is_file() && dir.join(format!("{name}.bin")).is_file() {
-        return load_legacy_module(module, dir, name, device);
+    if dir.join(format!("{name}.bin")).is_file() {
+        return load_record_module(module, dir, name, device);
     }
     if !path.is_file() {
         let reason = "no weights here; the run folder is incomplete (train it again, or resume it)";
@@ -111,10 +114,9 @@ pub fn load_module<B: Backend, M: Module<B>>(
     Ok(module)
 }
 
-/// Loads burn's binary record `<dir>/<name>.bin` (run folders written before safetensors),
-/// refusing a record whose parameter shapes differ from the module's, which burn's loader would
+/// Loads burn's binary record `<dir>/<name>.bin`, refusing a record whose parameter shapes differ from the module's, which burn's loader would
 /// take silently.
-fn load_legacy_module<B: Backend, M: Module<B>>(
+fn load_record_module<B: Backend, M: Module<B>>(
     module: M,
     dir: &Path,
     name: &str,
@@ -273,6 +275,7 @@ mod tests {
         let stored: Vec<f64> =
             bytes[start + lo..start + hi].chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(stored, values(a.encoder.weight.val()));
+        std::fs::remove_file(dir.path().join("model.bin")).unwrap();
         let b = load_module(net(4), dir.path(), "model", &Default::default()).unwrap();
         assert_eq!(values(b.encoder.weight.val()), values(a.encoder.weight.val()));
         assert_eq!(values(b.head.weight.val()), values(a.head.weight.val()));
@@ -282,6 +285,7 @@ mod tests {
     fn another_architecture_or_a_missing_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         save_module(&net(4), dir.path(), "model").unwrap();
+        std::fs::remove_file(dir.path().join("model.bin")).unwrap();
         let err = load_module(net(5), dir.path(), "model", &Default::default()).unwrap_err().to_string();
         assert!(err.contains("checkpoint of another architecture") && err.contains("encoder"), "{err}");
         let err = load_module(net(4), dir.path(), "absent", &Default::default()).unwrap_err().to_string();
@@ -289,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn run_folders_written_before_safetensors_still_load() {
+    fn burn_records_load_with_their_shapes_checked() {
         let dir = tempfile::tempdir().unwrap();
         let a = net(4);
         // Read before cloning: a lazily initialised parameter cloned unread would draw twice.

@@ -12,6 +12,7 @@ mod adabelief;
 mod adapt;
 mod atomic;
 pub mod batch;
+mod block_step;
 mod cem;
 pub mod checkpoint;
 mod config;

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::tensor::{Int, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
@@ -22,10 +22,9 @@ use mixer_experts::{Forcing, HierShPlrnn, HierShPlrnnConfig};
 use mixer_hyper::ContextTable;
 use mixer_routers::{Gate, Refit, RouterConfig, RouterShape};
 
+use crate::block_step::{Block, Blocks, step_block};
 use crate::config::{positive, positive_f};
-use crate::{
-    AdaBelief, AdaBeliefConfig, PiecewiseLr, TrainError, flat_params, meta_loss, nearest_subset, proximal_term,
-};
+use crate::{AdaBelief, AdaBeliefConfig, PiecewiseLr, TrainError, flat_params, meta_loss, nearest_subset};
 
 /// A sequence run: the mixture of hier-shPLRNN experts, its router and the training loop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -355,12 +354,6 @@ pub struct SequenceState {
     pub train_seconds: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Block {
-    Context,
-    Model,
-}
-
 /// A MixER meta-training run of sequence experts bound to its data and device.
 pub struct SequenceTrainer<B: AutodiffBackend> {
     /// The run's configuration.
@@ -464,33 +457,22 @@ impl<B: AutodiffBackend> SequenceTrainer<B> {
         let subset = nearest_subset(&to_array2(contexts.clone().detach()), t.subset_size, rng);
         let losses =
             sequence_env_losses(&theta.experts, &expert_of, contexts, &self.series, self.trajs, &subset, forcing)?;
-        let mut loss = meta_loss(losses, t.self_reweight);
-        loss = match block {
-            Block::Context => loss + proximal_term(&self.model.contexts, snapshot, t.proximal_beta),
-            Block::Model => loss + proximal_term(&self.model.theta, snapshot, t.proximal_beta),
-        };
-        let value: f64 = loss.clone().into_scalar().elem();
-        if !value.is_finite() {
-            return Err(Error::NonFiniteData {
-                what: format!("sequence training loss on environments {subset:?}"),
-                index: step,
-            }
-            .into());
-        }
-        let grads = loss.backward();
-        match block {
-            Block::Context => {
-                let g = GradientsParams::from_grads(grads, &self.model.contexts);
-                self.model.contexts = self.opt_ctx.step(t.lr_context, self.model.contexts.clone(), g);
-            }
+        let loss = meta_loss(losses, t.self_reweight);
+        let lr = match block {
+            Block::Context => t.lr_context,
             Block::Model => {
-                let lr = PiecewiseLr { base: t.lr_model, factor: t.lr_drop_factor, boundaries: t.lr_drop_at.clone() }
-                    .at(step, t.outer_steps * t.model_steps);
-                let g = GradientsParams::from_grads(grads, &self.model.theta);
-                let load = routing.load(self.config.model.experts);
-                self.model.theta = self.opt_theta.step(lr, self.model.theta.clone(), g);
-                self.model.theta.gate.after_step(&load);
+                PiecewiseLr { base: t.lr_model, factor: t.lr_drop_factor, boundaries: t.lr_drop_at.clone() }
+                    .at(step, t.outer_steps * t.model_steps)
             }
+        };
+        let blocks = Blocks {
+            contexts: (&mut self.model.contexts, &mut self.opt_ctx),
+            theta: (&mut self.model.theta, &mut self.opt_theta),
+        };
+        let what = || format!("sequence training loss on environments {subset:?}");
+        let value = step_block(block, loss, snapshot, t.proximal_beta, lr, blocks, what, step)?;
+        if block == Block::Model {
+            self.model.theta.gate.after_step(&routing.load(self.config.model.experts));
         }
         Ok(value)
     }

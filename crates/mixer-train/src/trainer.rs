@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
+use burn::optim::{Optimizer, adaptor::OptimizerAdaptor};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,7 @@ use mixer_hyper::ContextTable;
 use mixer_routers::Refit;
 
 use crate::batch::{Batch, Window};
+use crate::block_step::{Block, Blocks, step_block};
 use crate::checkpoint::{self, load_record, save_record};
 use crate::expert_losses::expert_loss_matrix;
 use crate::loss::{aux_total, env_losses, meta_loss};
@@ -26,7 +27,6 @@ use crate::model::{MixerModel, Theta, route};
 use crate::reseat::reseat_moves;
 use crate::{
     AdaBelief, PiecewiseLr, Reseat, RunConfig, SubsetRule, TrainError, flat_params, nearest_subset, per_expert_subsets,
-    proximal_term,
 };
 
 /// Losses and timing of one outer step.
@@ -70,12 +70,6 @@ pub struct TrainState {
     /// Environment rollouts left out of a training step because they diverged.
     #[serde(default)]
     pub diverged_rollouts: usize,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Block {
-    Context,
-    Model,
 }
 
 /// A meta-training run bound to its data, device and run folder.
@@ -310,34 +304,23 @@ impl<B: AutodiffBackend> Trainer<B> {
             let l1 = contexts.select(0, idx).abs().mean_dim(1).reshape([-1]);
             losses = losses + l1.mul_scalar(t.context_l1);
         }
-        let mut loss = split_meta_loss(losses, &parts, t.self_reweight) + aux_total(&routing, &self.device);
-        loss = match block {
-            Block::Context => loss + proximal_term(&self.model.contexts, snapshot, t.proximal_beta),
-            Block::Model => loss + proximal_term(&self.model.theta, snapshot, t.proximal_beta),
-        };
-        let value: f64 = loss.clone().into_scalar().elem();
-        if !value.is_finite() {
-            return Err(Error::NonFiniteData {
-                what: format!("training loss on environments {subset:?}"),
-                index: step,
-            }
-            .into());
-        }
-        let grads = loss.backward();
-        match block {
-            Block::Context => {
-                let g = GradientsParams::from_grads(grads, &self.model.contexts);
-                self.model.contexts = self.opt_ctx.step(t.lr_context, self.model.contexts.clone(), g);
-            }
+        let loss = split_meta_loss(losses, &parts, t.self_reweight) + aux_total(&routing, &self.device);
+        let lr = match block {
+            Block::Context => t.lr_context,
             Block::Model => {
-                let lr = PiecewiseLr { base: t.lr_model, factor: t.lr_drop_factor, boundaries: t.lr_drop_at.clone() }
-                    .at(step, t.outer_steps * t.model_steps);
-                let g = GradientsParams::from_grads(grads, &self.model.theta);
-                let load = routing.load(self.config.model.experts);
-                self.model.theta = self.opt_theta.step(lr, self.model.theta.clone(), g);
-                // schedules and bias balancing advance once per model step
-                self.model.theta.gate.after_step(&load);
+                PiecewiseLr { base: t.lr_model, factor: t.lr_drop_factor, boundaries: t.lr_drop_at.clone() }
+                    .at(step, t.outer_steps * t.model_steps)
             }
+        };
+        let blocks = Blocks {
+            contexts: (&mut self.model.contexts, &mut self.opt_ctx),
+            theta: (&mut self.model.theta, &mut self.opt_theta),
+        };
+        let what = || format!("training loss on environments {subset:?}");
+        let value = step_block(block, loss, snapshot, t.proximal_beta, lr, blocks, what, step)?;
+        if block == Block::Model {
+            // schedules and bias balancing advance once per model step
+            self.model.theta.gate.after_step(&routing.load(self.config.model.experts));
         }
         Ok(value)
     }
