@@ -160,10 +160,9 @@ pub fn adjusted_rand_index(truth: &[usize], labels: &[usize]) -> f64 {
     (cells - expected) / (max - expected)
 }
 
-/// Mean over true regions of the intersection over union with the label matched to it, labels
-/// matched to regions one to one by the Hungarian method on overlap; also returns the matching
-/// (`matched[region] = label`, `usize::MAX` where a region has no label left).
-pub fn matched_iou(truth: &[usize], labels: &[usize]) -> (f64, Vec<usize>) {
+/// The contingency table `[class][label]` and the one-to-one matching of classes to labels of
+/// largest total overlap (Hungarian method; `assignment[class] >= labels` where none is left).
+fn overlap_matching(truth: &[usize], labels: &[usize]) -> (Vec<Vec<usize>>, Vec<usize>) {
     let table = contingency(truth, labels);
     let (nr, nl) = (table.len(), table.first().map_or(0, Vec::len));
     let size = nr.max(nl);
@@ -174,6 +173,15 @@ pub fn matched_iou(truth: &[usize], labels: &[usize]) -> (f64, Vec<usize>) {
         }
     }
     let assignment = mixer_routers::matching::hungarian(&cost);
+    (table, assignment)
+}
+
+/// Mean over true regions of the intersection over union with the label matched to it, labels
+/// matched to regions one to one by the Hungarian method on overlap; also returns the matching
+/// (`matched[region] = label`, `usize::MAX` where a region has no label left).
+pub fn matched_iou(truth: &[usize], labels: &[usize]) -> (f64, Vec<usize>) {
+    let (table, assignment) = overlap_matching(truth, labels);
+    let (nr, nl) = (table.len(), table.first().map_or(0, Vec::len));
     let region_size: Vec<usize> = table.iter().map(|r| r.iter().sum()).collect();
     let label_size: Vec<usize> = (0..nl).map(|l| table.iter().map(|r| r[l]).sum()).collect();
     let mut matched = vec![usize::MAX; nr];
@@ -193,16 +201,8 @@ pub fn matched_iou(truth: &[usize], labels: &[usize]) -> (f64, Vec<usize>) {
 /// true class by the Hungarian method on overlap, is their class (with fewer labels than
 /// classes, the units of unmatched classes count as wrong).
 pub fn matched_accuracy(truth: &[usize], labels: &[usize]) -> f64 {
-    let table = contingency(truth, labels);
+    let (table, assignment) = overlap_matching(truth, labels);
     let (nr, nl) = (table.len(), table.first().map_or(0, Vec::len));
-    let size = nr.max(nl);
-    let mut cost = ndarray::Array2::<f64>::zeros((size, size));
-    for (r, row) in table.iter().enumerate() {
-        for (l, &c) in row.iter().enumerate() {
-            cost[[r, l]] = -(c as f64);
-        }
-    }
-    let assignment = mixer_routers::matching::hungarian(&cost);
     let hits: usize = (0..nr).filter(|&r| assignment[r] < nl).map(|r| table[r][assignment[r]]).sum();
     hits as f64 / truth.len().max(1) as f64
 }
