@@ -30,7 +30,8 @@ pub struct ReproduceArgs {
     /// Parameter profile: quick or paper.
     #[arg(long, default_value = "quick")]
     pub profile: Profile,
-    /// Run only this experiment or dataset (e.g. lotka-volterra, odebench10, selkov); `routers` runs only when named.
+    /// Run only this experiment or dataset (e.g. lotka-volterra, odebench10, selkov); `routers`,
+    /// `odebench10-coda` and `odebench10-ncf` run only when named.
     #[arg(long)]
     pub only: Option<String>,
     /// Output folder (re-running with the same folder resumes).

@@ -30,6 +30,7 @@ pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
         Err(e) if args.out.join("report.json").exists() => eprintln!("earlier report.json not merged: {e}"),
         Err(_) => {}
     }
+    let report = report.with_comparisons()?;
     let path = report.write(&args.out)?;
     for d in &report.datasets {
         println!("{:<16} {:>6.1} s  {}", d.name, d.seconds, d.dir.display());

@@ -7,6 +7,7 @@ mod generate;
 mod inspect;
 mod pde;
 mod plot;
+mod suite;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -52,8 +53,36 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes in one line, leaving out a cause whose text the line already holds
+/// (errors that print their source, such as `I/O error on PATH: SOURCE`).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let core = mixer_core::Error::Io { path: "a/config.json".into(), source: io };
+        let e = anyhow::Error::new(core).context("reading the run");
+        assert_eq!(error_text(&e), "reading the run: I/O error on a/config.json: no such file");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&plain), "outer: inner");
     }
 }

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::Args;
 
 use mixer_experiments::{
-    BackendJob, DeviceChoice, Experiment, FieldExperiment, PdeExperiment, Profile, RunData, dispatch, train_run,
+    BackendJob, ContinualExperiment, DeviceChoice, Experiment, FieldExperiment, PdeExperiment, Profile, RunData,
+    SequenceExperiment, dispatch, train_run,
 };
 
 /// Arguments of `mixer train`.
@@ -17,9 +18,11 @@ pub struct TrainArgs {
     config: PathBuf,
     /// Data folder in the published layout (train.npz, test.npz, adapt_train.npz, adapt_test.npz);
     /// a field folder for field experiments; for operator pre-training the parent of one folder
-    /// per PDE family (generated there when missing).
+    /// per PDE family (generated there when missing); for time-series experiments the charts'
+    /// folder (generated there when missing); continual control experiments simulate their
+    /// tasks and need none.
     #[arg(long)]
-    data: PathBuf,
+    data: Option<PathBuf>,
     /// Run folder (created; an existing run resumes from its last checkpoint).
     #[arg(long)]
     out: PathBuf,
@@ -65,26 +68,28 @@ impl BackendJob for Job {
 /// Runs `mixer train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
+    if ContinualExperiment::is_continual_text(&text) {
+        if let Some(v) = &args.variant {
+            anyhow::bail!("--variant {v}: a continual experiment trains every method it lists");
+        }
+        return crate::suite::continual(&args.config, args.out, args.profile, args.seed, args.device);
+    }
+    let data = args.data.clone().context("--data DIR is required for this experiment")?;
     if FieldExperiment::is_field_text(&text) {
-        return crate::field::train(
-            &args.config,
-            &args.data,
-            args.out,
-            args.profile,
-            args.seed,
-            args.variant,
-            args.device,
-        );
+        return crate::field::train(&args.config, &data, args.out, args.profile, args.seed, args.variant, args.device);
     }
     if PdeExperiment::is_pde_text(&text) {
-        return crate::pde::train(&args.config, &args.data, args.out, args.profile, args.seed, args.device);
+        return crate::pde::train(&args.config, &data, args.out, args.profile, args.seed, args.device);
+    }
+    if SequenceExperiment::is_sequence_text(&text) {
+        return crate::suite::sequence(&args.config, &data, args.out, args.profile, args.seed, args.device);
     }
     if let Some(v) = &args.variant {
         anyhow::bail!("--variant {v}: only field experiments (kind = \"field\") have variants to pick from here");
     }
     let experiment = Experiment::load(&args.config, args.profile)?;
-    let data = RunData::load(&args.data, experiment.run.data.subsample)
-        .with_context(|| format!("reading data folder {}", args.data.display()))?;
+    let data = RunData::load(&data, experiment.run.data.subsample)
+        .with_context(|| format!("reading data folder {}", data.display()))?;
     let device = args.device;
     dispatch(device, Job { experiment, data, args })?
 }

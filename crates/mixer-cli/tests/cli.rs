@@ -191,3 +191,71 @@ fn heat_regions_generate_inspect_plot() {
     let out = mixer(&["train", "--config", config, "--data", path(&data), "--out", path(&run), "--variant", "unet"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field model `unet`"));
 }
+
+/// Two pendulum tasks, HyperCRL and fine-tuning, every size tiny.
+const CONTINUAL: &str = r#"
+kind = "continual"
+name = "tiny-continual"
+description = "two pendulum tasks"
+seed = 5
+systems = ["pendulum-swingup"]
+tasks = 2
+methods = ["hypercrl", "finetune"]
+
+[run]
+beta = 0.05
+lr = 1e-3
+grad_clip = 5.0
+batch = 8
+capacity = 200
+random_episodes = 1
+planned_episodes = 1
+episode_steps = 6
+train_steps = 3
+heldout = 12
+eval_episodes = 1
+coreset = 10
+ewc_lambda = 100.0
+ewc_samples = 8
+
+[run.model]
+hidden = [8]
+activation = "tanh"
+embedding = 4
+hypernet_hidden = [8]
+chunk_embedding = 1
+
+[run.cem]
+horizon = 3
+particles = 8
+elites = 2
+iterations = 2
+initial_std = 0.5
+alpha = 0.1
+warm_start = true
+"#;
+
+#[test]
+fn a_continual_experiment_trains_from_the_command_line_without_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, out) = (dir.path().join("c.toml"), dir.path().join("runs"));
+    std::fs::write(&config, CONTINUAL).unwrap();
+    let train = ["train", "--config", path(&config), "--out", path(&out)];
+    let first = mixer(&train);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
+    assert!(report.contains("| hypercrl |") && report.contains("| finetune |"), "{report}");
+    for m in ["hypercrl", "finetune"] {
+        assert!(out.join("pendulum-swingup").join(m).join("metrics.json").is_file(), "{m}");
+    }
+    // a second call finds the finished runs and reports the same scores
+    assert!(mixer(&train).status.success());
+    assert_eq!(std::fs::read_to_string(out.join("REPORT.md")).unwrap(), report);
+    // ODE experiments still need a data folder; continual ones take no variant
+    std::fs::write(&config, EXPERIMENT).unwrap();
+    let err = String::from_utf8_lossy(&mixer(&train).stderr).to_string();
+    assert!(err.contains("--data"), "{err}");
+    std::fs::write(&config, CONTINUAL).unwrap();
+    let err = String::from_utf8_lossy(&mixer(&[&train[..], &["--variant", "x"]].concat()).stderr).to_string();
+    assert!(err.contains("every method"), "{err}");
+}

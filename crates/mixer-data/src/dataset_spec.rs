@@ -139,10 +139,21 @@ mod tests {
             let d = DatasetSpec::builtin(name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!d.members.is_empty());
         }
-        assert_eq!(builtin_names().len(), 51);
+        assert_eq!(builtin_names().len(), 52);
         let d = DatasetSpec::builtin("odebench-2d").unwrap();
         assert_eq!(d.members.len(), 10);
         assert!(d.family_axis);
+        // the small-data variant: the same ten families, 5 environments each
+        let small = DatasetSpec::builtin("odebench-2d-5").unwrap();
+        let names = |d: &DatasetSpec| d.members.iter().map(|m| m.spec().name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&small), names(&d));
+        let counts = |d: &DatasetSpec| {
+            d.members
+                .iter()
+                .map(|m| m.spec().environments.train.environments(&m.spec().parameters).len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!((counts(&small), counts(&d)), (vec![5; 10], vec![16; 10]));
         assert!(matches!(DatasetSpec::builtin("nope"), Err(DataError::UnknownSystem { .. })));
     }
 

@@ -124,8 +124,11 @@ pub struct DataSource {
 }
 
 /// The experiment files shipped in `experiments/`, by name.
-pub const BUILTIN_EXPERIMENTS: [(&str, &str); 6] = [
+pub const BUILTIN_EXPERIMENTS: [(&str, &str); 9] = [
     ("odebench10", include_str!("../../../experiments/odebench10.toml")),
+    ("odebench10-coda", include_str!("../../../experiments/odebench10_coda.toml")),
+    ("odebench10-ncf", include_str!("../../../experiments/odebench10_ncf.toml")),
+    ("odebench10-5env", include_str!("../../../experiments/odebench10_5env.toml")),
     ("routers", include_str!("../../../experiments/routers.toml")),
     ("lotka-volterra", include_str!("../../../experiments/lotka_volterra.toml")),
     ("glycolytic", include_str!("../../../experiments/glycolytic.toml")),
@@ -206,9 +209,15 @@ impl Experiment {
     pub fn parse(text: &str, profile: Profile) -> Result<Self, ExperimentError> {
         let bad = |message: String| ExperimentError::Toml { path: "<text>".into(), message };
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        // `extends = "NAME"`: this file's keys over those of a shipped experiment
-        if let Some(base) = doc.remove("extends") {
+        // `extends = "NAME"`: this file's keys over those of a shipped experiment (which may
+        // itself extend another; a cycle is refused)
+        let mut chain: Vec<String> = Vec::new();
+        while let Some(base) = doc.remove("extends") {
             let name = base.as_str().ok_or_else(|| bad("`extends` names a shipped experiment".into()))?;
+            if chain.iter().any(|n| n == name) {
+                return Err(bad(format!("`extends` cycle through `{name}`")));
+            }
+            chain.push(name.to_string());
             let text = shipped_text(&BUILTIN_EXPERIMENTS, name)?;
             let mut merged = toml::Value::Table(toml::from_str(text).map_err(|e| bad(format!("{name}: {e}")))?);
             merge(&mut merged, toml::Value::Table(doc));
@@ -323,5 +332,29 @@ mod tests {
         );
         let err = Experiment::parse("extends = \"nope\"", Profile::Quick).unwrap_err();
         assert!(matches!(err, ExperimentError::UnknownExperiment { .. }), "{err}");
+    }
+    #[test]
+    fn backbone_and_small_data_variants_change_only_what_they_name() {
+        for profile in [Profile::Quick, Profile::Paper] {
+            let base = Experiment::builtin("odebench10", profile).unwrap();
+            for (name, expert) in [("odebench10-coda", "coda"), ("odebench10-ncf", "ncf")] {
+                let e = Experiment::builtin(name, profile).unwrap();
+                assert_eq!(e.data, base.data);
+                assert_eq!(
+                    (e.run.train.clone(), e.run.router.clone()),
+                    (base.run.train.clone(), base.run.router.clone())
+                );
+                assert_eq!(e.run.model.context_dim, base.run.model.context_dim);
+                let kind = serde_json::to_value(&e.run.model.expert).unwrap()["kind"].clone();
+                assert_eq!(kind, expert);
+            }
+            let small = Experiment::builtin("odebench10-5env", profile).unwrap();
+            assert_eq!(small.data.system, "odebench-2d-5");
+            assert_eq!((small.run.model, small.run.train), (base.run.model, base.run.train));
+        }
+        // a file may extend an experiment that extends another; cycles are refused
+        let chained = Experiment::parse("extends = \"odebench10-coda\"\nname = \"c\"", Profile::Quick).unwrap();
+        assert_eq!(chained.name, "c");
+        assert_eq!(chained.run.model, Experiment::builtin("odebench10-coda", Profile::Quick).unwrap().run.model);
     }
 }

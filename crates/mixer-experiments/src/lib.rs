@@ -22,6 +22,7 @@
 //! ```
 
 mod backend;
+mod compare;
 mod continual;
 mod data;
 mod error;
@@ -40,6 +41,7 @@ mod sequence;
 pub use backend::{BackendJob, DeviceChoice, dispatch};
 /// The backend bound of [`BackendJob::run`], re-exported so callers need not name burn.
 pub use burn::tensor::backend::AutodiffBackend;
+pub use compare::{FamilyComparison, family_comparisons};
 pub use continual::{
     BUILTIN_CONTINUAL_EXPERIMENTS, ContinualExperiment, ContinualExperimentRecord, ContinualJob, ContinualRunMetrics,
     ContinualRunRecord, continual_markdown, continual_run,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use mixer_train::EvalReport;
 use mixer_train::metrics::Summary;
 
+use crate::compare::metric_summary;
 use crate::reproduce::{ExperimentRecord, Report, RunRecord};
 
 /// Coefficient of variation (population standard deviation over mean) of the number of
@@ -33,12 +34,7 @@ pub fn summary_cell(s: &Summary) -> String {
 /// `mean ± std (median)` of `metric` (`mse`, `rel_l2` or `rel_l2_env`); `–` where a report
 /// written before `rel_l2_env` existed lacks it.
 fn score(r: &EvalReport, metric: &str) -> String {
-    let s = match metric {
-        "rel_l2" => Some(&r.rel_l2),
-        "rel_l2_env" => r.rel_l2_env.as_ref(),
-        _ => Some(&r.mse),
-    };
-    s.map_or_else(|| "–".to_string(), summary_cell)
+    metric_summary(r, metric).map_or_else(|| "–".to_string(), summary_cell)
 }
 
 /// Column name of a metric.
@@ -63,6 +59,10 @@ impl Report {
         let _ = writeln!(s, "Profile `{}`, data seed {}, device `{:?}`.\n", p.profile.name(), p.seed, p.device);
         for e in &self.experiments {
             self.experiment_section(&mut s, e);
+        }
+        for c in &self.comparisons {
+            s.push_str(&crate::compare::comparison_markdown(c, |p| self.link(p)));
+            s.push('\n');
         }
         if !self.field_experiments.is_empty() {
             let _ = writeln!(s, "## Gridded fields\n");

@@ -15,6 +15,7 @@ use mixer_data::{DatasetDir, DatasetSpec, GenerateOptions, MANIFEST_FILE, Manife
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::compare::{FamilyComparison, family_comparisons};
 use crate::continual::{ContinualExperiment, ContinualExperimentRecord, ContinualJob};
 use crate::field::{FieldExperiment, FieldExperimentRecord, FieldJob, field_data_figure};
 use crate::pde_pretrain::{PdeExperiment, PdeExperimentRecord, PdeJob};
@@ -29,8 +30,8 @@ use crate::{
 pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "glycolytic", "selkov"];
 
 /// The experiments `reproduce` trains by default.
-pub const REPRODUCED_EXPERIMENTS: [&str; 5] =
-    ["odebench10", "lotka-volterra", "glycolytic", "selkov", "lorenz-regimes"];
+pub const REPRODUCED_EXPERIMENTS: [&str; 6] =
+    ["odebench10", "odebench10-5env", "lotka-volterra", "glycolytic", "selkov", "lorenz-regimes"];
 
 /// The field experiments `reproduce` trains by default (spatial mixture of experts).
 pub const REPRODUCED_FIELD_EXPERIMENTS: [&str; 1] = ["heat-regions"];
@@ -45,8 +46,9 @@ pub const REPRODUCED_CONTINUAL_EXPERIMENTS: [&str; 1] = ["continual-control"];
 pub const REPRODUCED_SEQUENCE_EXPERIMENTS: [&str; 1] = ["control-charts"];
 
 /// Experiments `reproduce` runs only when named (`--only NAME`): the router comparison trains
-/// ten models, top-k ones several times slower per step than top-1 (docs/results.md).
-pub const ON_REQUEST_EXPERIMENTS: [&str; 1] = ["routers"];
+/// ten models, top-k ones several times slower per step than top-1; CoDA and NCF experts have no
+/// fused host rollout yet, and their ODEBench-10 runs take 4–16 times a GEPS run (docs/results.md).
+pub const ON_REQUEST_EXPERIMENTS: [&str; 3] = ["routers", "odebench10-coda", "odebench10-ncf"];
 
 /// What `reproduce` runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -192,6 +194,9 @@ pub struct RunRecord {
 pub struct ExperimentRecord {
     /// Experiment name.
     pub name: String,
+    /// The dataset it trained on (empty in reports written before it was recorded).
+    #[serde(default)]
+    pub dataset: String,
     /// One line on what it shows.
     pub description: String,
     /// Headline metric (`mse`, `rel_l2` or `rel_l2_env`).
@@ -223,6 +228,10 @@ pub struct Report {
     /// Time-series experiments.
     #[serde(default)]
     pub sequence_experiments: Vec<SequenceExperimentRecord>,
+    /// Per-family comparisons of the experiments that share a dataset (filled by
+    /// [`Report::with_comparisons`]).
+    #[serde(default)]
+    pub comparisons: Vec<FamilyComparison>,
 }
 
 /// Runs the plan: datasets first, then every experiment's runs; returns the report (not yet written).
@@ -269,6 +278,7 @@ pub fn reproduce(plan: &Plan, progress: &dyn Fn(&str) -> ProgressBar) -> Result<
         pde_experiments,
         continual_experiments,
         sequence_experiments,
+        comparisons: Vec::new(),
     })
 }
 
@@ -381,6 +391,7 @@ fn experiment(plan: &Plan, e: &Experiment) -> Result<ExperimentRecord, Experimen
     }
     Ok(ExperimentRecord {
         name: e.name.clone(),
+        dataset: e.data.system.clone(),
         description: e.description.clone(),
         metric: e.metric.clone(),
         runs,
@@ -415,6 +426,12 @@ impl Report {
         Ok(path)
     }
 
+    /// This report with its per-family comparisons drawn (see [`family_comparisons`]).
+    pub fn with_comparisons(mut self) -> Result<Report, ExperimentError> {
+        self.comparisons = family_comparisons(&self)?;
+        Ok(self)
+    }
+
     /// Reads the `report.json` that [`Report::write`] left in `out_dir`.
     pub fn read(out_dir: &Path) -> Result<Report, ExperimentError> {
         Ok(mixer_train::read_json(&out_dir.join("report.json"))?)
@@ -437,6 +454,7 @@ impl Report {
                 &e.name
             }),
             sequence_experiments: merge_by_name(earlier.sequence_experiments, self.sequence_experiments, |e| &e.name),
+            comparisons: Vec::new(),
             plan: self.plan,
         }
     }

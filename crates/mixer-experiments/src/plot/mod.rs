@@ -23,7 +23,7 @@ pub use contexts::{Pca2, plot_class_contexts, plot_contexts};
 pub use dataset::{dataset_panels, plot_dataset};
 pub use field_runs::field_run_figures;
 pub use fields::{heat_color, plot_fields, shown_frames};
-pub use matrix::matrix_heatmap;
+pub use matrix::{Heatmap, heatmap, matrix_heatmap};
 pub use routing::routing_heatmaps;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSansCondensed.ttf");
