@@ -94,8 +94,8 @@ pub fn heatmap(path: &Path, map: &Heatmap, values: &[Vec<f64>]) -> Result<(), Ex
     let style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
     chart
         .draw_series(cells.iter().map(|&(y, j, v)| {
-            let color: &'static RGBColor = if v.is_finite() && scale(v) > 0.6 { &BLACK } else { &WHITE };
-            let color = if v.is_finite() { color } else { &BLACK };
+            // dark text on bright cells and on uncoloured (non-finite) ones
+            let color: &'static RGBColor = if !v.is_finite() || scale(v) > 0.6 { &BLACK } else { &WHITE };
             Text::new(short(v), (SegmentValue::CenterOf(j), SegmentValue::CenterOf(y)), style.clone().color(color))
         }))
         .map_err(|e| draw_err(path, e))?;
