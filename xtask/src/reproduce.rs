@@ -90,6 +90,21 @@ pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
             );
         }
     }
+    for e in &report.scaling_experiments {
+        for p in &e.points {
+            let show = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.3}"));
+            println!(
+                "{:<16} {:<16} {:>2} families x {:>3} environments  {:.3} s / outer step  purity {}  NMI {}",
+                e.name,
+                p.sweep,
+                p.families,
+                p.environments,
+                p.seconds_per_outer_step,
+                show(p.purity),
+                show(p.nmi)
+            );
+        }
+    }
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -7,7 +7,7 @@ use clap::Args;
 
 use mixer_experiments::{
     BackendJob, ContinualExperiment, DeviceChoice, Experiment, FieldExperiment, PdeExperiment, Profile, RunData,
-    SequenceExperiment, dispatch, train_run,
+    ScalingExperiment, SequenceExperiment, dispatch, train_run,
 };
 
 /// Arguments of `mixer train`.
@@ -74,15 +74,22 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         return crate::suite::continual(&args.config, args.out, args.profile, args.seed, args.device);
     }
+    if ScalingExperiment::is_scaling_text(&text) {
+        if let Some(v) = &args.variant {
+            anyhow::bail!("--variant {v}: a scaling experiment trains MixER at every point of its sweeps");
+        }
+        return crate::suite::scaling(&args.config, args.out, args.profile, args.seed, args.device);
+    }
+    if SequenceExperiment::is_sequence_text(&text) {
+        let data = args.data.as_deref();
+        return crate::suite::sequence(&args.config, data, args.out, args.profile, args.seed, args.device);
+    }
     let data = args.data.clone().context("--data DIR is required for this experiment")?;
     if FieldExperiment::is_field_text(&text) {
         return crate::field::train(&args.config, &data, args.out, args.profile, args.seed, args.variant, args.device);
     }
     if PdeExperiment::is_pde_text(&text) {
         return crate::pde::train(&args.config, &data, args.out, args.profile, args.seed, args.device);
-    }
-    if SequenceExperiment::is_sequence_text(&text) {
-        return crate::suite::sequence(&args.config, &data, args.out, args.profile, args.seed, args.device);
     }
     if let Some(v) = &args.variant {
         anyhow::bail!("--variant {v}: only field experiments (kind = \"field\") have variants to pick from here");

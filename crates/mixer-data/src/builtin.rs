@@ -15,6 +15,7 @@ pub(crate) const BUILTIN: &[(&str, &str)] = &[
     ("odebench-1d", include_str!("../systems/odebench-1d.toml")),
     ("odebench-2", include_str!("../systems/odebench-2.toml")),
     ("odebench-2d", include_str!("../systems/odebench-2d.toml")),
+    ("odebench-2d-2families", include_str!("../systems/odebench-2d-2families.toml")),
     ("odebench-2d-5", include_str!("../systems/odebench-2d-5.toml")),
     ("odebench-3", include_str!("../systems/odebench-3.toml")),
     ("odebench-3d", include_str!("../systems/odebench-3d.toml")),

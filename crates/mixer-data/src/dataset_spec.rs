@@ -139,7 +139,7 @@ mod tests {
             let d = DatasetSpec::builtin(name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!d.members.is_empty());
         }
-        assert_eq!(builtin_names().len(), 52);
+        assert_eq!(builtin_names().len(), 53);
         let d = DatasetSpec::builtin("odebench-2d").unwrap();
         assert_eq!(d.members.len(), 10);
         assert!(d.family_axis);

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mixer_core::{Dataset, TimeGrid};
 use ndarray::Array3;
 
 use crate::DataError;
@@ -36,6 +37,33 @@ impl LabelledSeries {
         c.sort_unstable();
         c.dedup();
         c
+    }
+
+    /// The series as a dataset of one trajectory per environment on times `0, 1, ...`, the
+    /// family of each environment being the position of its label in `classes` (the training
+    /// file's [`LabelledSeries::classes`], so that a test file is numbered the same way). A
+    /// label not in `classes` is an error.
+    pub fn to_dataset(&self, classes: &[i64]) -> Result<Dataset, DataError> {
+        let families = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                classes.iter().position(|c| c == l).ok_or_else(|| {
+                    let known = format!("{classes:?}");
+                    mixer_core::Error::config(
+                        format!("{} series {i}", self.name),
+                        format!("class label {l} is not among the training classes {known}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (n, steps, dims) = self.values.dim();
+        let x = self.values.clone().into_shape_with_order((n, 1, steps, dims)).map_err(|e| {
+            mixer_core::Error::shape(format!("{} series", self.name), (n, 1, steps, dims), e.to_string())
+        })?;
+        let t = TimeGrid::Shared((0..steps).map(|k| k as f64).collect());
+        Ok(Dataset::new(x, t, Some(families))?)
     }
 }
 
@@ -178,6 +206,16 @@ mod tests {
         assert_eq!(read_ts(&path).unwrap(), parse(SMALL).unwrap());
         let err = read_ts(&dir.path().join("absent.ts")).unwrap_err().to_string();
         assert!(err.contains("absent.ts"), "{err}");
+    }
+
+    #[test]
+    fn series_become_environments_numbered_by_the_training_classes() {
+        let s = parse(SMALL).unwrap();
+        let d = s.to_dataset(&s.classes()).unwrap();
+        assert_eq!((d.x.dim(), d.families.clone()), ((2, 1, 3, 2), Some(vec![1, 0])));
+        assert_eq!((d.x[[0, 0, 2, 0]], d.x[[1, 0, 1, 1]]), (3.0, 2.0));
+        let err = s.to_dataset(&[1, 7]).unwrap_err().to_string();
+        assert!(err.contains("class label 0 is not among the training classes [1, 7]"), "{err}");
     }
 
     #[test]

@@ -124,8 +124,9 @@ pub struct DataSource {
 }
 
 /// The experiment files shipped in `experiments/`, by name.
-pub const BUILTIN_EXPERIMENTS: [(&str, &str); 9] = [
+pub const BUILTIN_EXPERIMENTS: [(&str, &str); 10] = [
     ("odebench10", include_str!("../../../experiments/odebench10.toml")),
+    ("odebench2", include_str!("../../../experiments/odebench2.toml")),
     ("odebench10-coda", include_str!("../../../experiments/odebench10_coda.toml")),
     ("odebench10-ncf", include_str!("../../../experiments/odebench10_ncf.toml")),
     ("odebench10-5env", include_str!("../../../experiments/odebench10_5env.toml")),

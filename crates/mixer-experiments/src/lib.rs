@@ -10,6 +10,8 @@
 //! - [`SequenceExperiment`] / [`SequenceJob`]: time series with hier-shPLRNN experts (the
 //!   synthetic control charts), contexts and routing scored against known classes,
 //!   [`sequence_markdown`].
+//! - [`ScalingExperiment`] / [`ScalingJob`]: seconds per outer step and routing of MixER as
+//!   families and environments per family grow, [`scaling_markdown`].
 //! - [`init_logging`]: the log subscriber of the `mixer` binary and `cargo xtask`.
 //!
 //! ```
@@ -36,6 +38,7 @@ mod profile;
 mod report;
 mod reproduce;
 mod run;
+mod scaling;
 mod sequence;
 
 pub use backend::{BackendJob, DeviceChoice, dispatch};
@@ -62,16 +65,20 @@ pub use profile::Profile;
 pub use report::summary_cell;
 pub use reproduce::{
     DatasetRecord, ExperimentRecord, PUBLISHED_DATASETS, Plan, REPRODUCED_CONTINUAL_EXPERIMENTS,
-    REPRODUCED_EXPERIMENTS, REPRODUCED_FIELD_EXPERIMENTS, REPRODUCED_PDE_EXPERIMENTS, REPRODUCED_SEQUENCE_EXPERIMENTS,
-    Report, RunRecord, reproduce,
+    REPRODUCED_EXPERIMENTS, REPRODUCED_FIELD_EXPERIMENTS, REPRODUCED_PDE_EXPERIMENTS, REPRODUCED_SCALING_EXPERIMENTS,
+    REPRODUCED_SEQUENCE_EXPERIMENTS, Report, RunRecord, reproduce,
 };
 pub use run::{
     AdaptationMetrics, LoadedRun, RoutingMetrics, RunMetrics, Timing, adapt_run, adapted_path, eval_run, load_run,
     read_metrics, read_run_config, train_run,
 };
+pub use scaling::{
+    BUILTIN_SCALING_EXPERIMENTS, ScalingExperiment, ScalingExperimentRecord, ScalingJob, ScalingPoint, Sweep,
+    point_spec, scaling_markdown,
+};
 pub use sequence::{
-    BUILTIN_SEQUENCE_EXPERIMENTS, SequenceExperiment, SequenceExperimentRecord, SequenceJob, SequenceRunMetrics,
-    SequenceRunRecord, sequence_markdown, sequence_run,
+    BUILTIN_SEQUENCE_EXPERIMENTS, SequenceData, SequenceExperiment, SequenceExperimentRecord, SequenceJob,
+    SequenceRunMetrics, SequenceRunRecord, TsFiles, sequence_markdown, sequence_run,
 };
 
 /// One training at a time in this crate's tests: burn-autodiff's graph bookkeeping is shared by

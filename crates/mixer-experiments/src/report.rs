@@ -85,6 +85,13 @@ impl Report {
                 s.push('\n');
             }
         }
+        if !self.scaling_experiments.is_empty() {
+            let _ = writeln!(s, "## Scalability\n");
+            for e in &self.scaling_experiments {
+                s.push_str(&crate::scaling_markdown(e, |p| self.link(p)));
+                s.push('\n');
+            }
+        }
         if !self.pde_experiments.is_empty() {
             let _ = writeln!(s, "## Operator pre-training on mixed PDE families\n");
             for e in &self.pde_experiments {

@@ -20,6 +20,7 @@ use crate::continual::{ContinualExperiment, ContinualExperimentRecord, Continual
 use crate::field::{FieldExperiment, FieldExperimentRecord, FieldJob, field_data_figure};
 use crate::pde_pretrain::{PdeExperiment, PdeExperimentRecord, PdeJob};
 use crate::report::relative;
+use crate::scaling::{ScalingExperiment, ScalingExperimentRecord, ScalingJob};
 use crate::sequence::{SequenceExperiment, SequenceExperimentRecord, SequenceJob};
 use crate::{
     AutodiffBackend, BackendJob, DeviceChoice, Experiment, ExperimentError, Profile, RunData, RunMetrics, Variant,
@@ -30,8 +31,8 @@ use crate::{
 pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "glycolytic", "selkov"];
 
 /// The experiments `reproduce` trains by default.
-pub const REPRODUCED_EXPERIMENTS: [&str; 6] =
-    ["odebench10", "odebench10-5env", "lotka-volterra", "glycolytic", "selkov", "lorenz-regimes"];
+pub const REPRODUCED_EXPERIMENTS: [&str; 7] =
+    ["odebench10", "odebench10-5env", "odebench2", "lotka-volterra", "glycolytic", "selkov", "lorenz-regimes"];
 
 /// The field experiments `reproduce` trains by default (spatial mixture of experts).
 pub const REPRODUCED_FIELD_EXPERIMENTS: [&str; 1] = ["heat-regions"];
@@ -43,7 +44,10 @@ pub const REPRODUCED_PDE_EXPERIMENTS: [&str; 1] = ["pde-pretrain"];
 pub const REPRODUCED_CONTINUAL_EXPERIMENTS: [&str; 1] = ["continual-control"];
 
 /// The time-series experiments `reproduce` trains by default (hier-shPLRNN experts).
-pub const REPRODUCED_SEQUENCE_EXPERIMENTS: [&str; 1] = ["control-charts"];
+pub const REPRODUCED_SEQUENCE_EXPERIMENTS: [&str; 2] = ["control-charts", "epilepsy2"];
+
+/// The scalability sweeps `reproduce` trains by default.
+pub const REPRODUCED_SCALING_EXPERIMENTS: [&str; 1] = ["scalability"];
 
 /// Experiments `reproduce` runs only when named (`--only NAME`): the router comparison trains
 /// ten models, top-k ones several times slower per step than top-1; CoDA and NCF experts have no
@@ -81,6 +85,9 @@ pub struct Plan {
     /// Time-series experiments (hier-shPLRNN experts), resolved for the profile.
     #[serde(default)]
     pub sequence_experiments: Vec<SequenceExperiment>,
+    /// Scalability sweeps, resolved for the profile.
+    #[serde(default)]
+    pub scaling_experiments: Vec<ScalingExperiment>,
 }
 
 impl Plan {
@@ -114,6 +121,10 @@ impl Plan {
                 .iter()
                 .map(|n| SequenceExperiment::builtin(n, profile))
                 .collect::<Result<_, _>>()?,
+            scaling_experiments: REPRODUCED_SCALING_EXPERIMENTS
+                .iter()
+                .map(|n| ScalingExperiment::builtin(n, profile))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -129,6 +140,7 @@ impl Plan {
         self.pde_experiments.retain(|e| e.name == n);
         self.continual_experiments.retain(|e| e.name == n);
         self.sequence_experiments.retain(|e| e.name == n);
+        self.scaling_experiments.retain(|e| e.name == n);
         let wanted: Vec<String> = self.experiments.iter().map(|e| e.data.system.clone()).collect();
         let known: Vec<String> = self.datasets.clone();
         self.datasets.retain(|d| d == n || wanted.contains(d));
@@ -138,6 +150,7 @@ impl Plan {
             && self.pde_experiments.is_empty()
             && self.continual_experiments.is_empty()
             && self.sequence_experiments.is_empty()
+            && self.scaling_experiments.is_empty()
         {
             return Err(ExperimentError::UnknownExperiment { name: n.to_string(), known: known.join(", ") });
         }
@@ -228,6 +241,9 @@ pub struct Report {
     /// Time-series experiments.
     #[serde(default)]
     pub sequence_experiments: Vec<SequenceExperimentRecord>,
+    /// Scalability sweeps.
+    #[serde(default)]
+    pub scaling_experiments: Vec<ScalingExperimentRecord>,
     /// Per-family comparisons of the experiments that share a dataset (filled by
     /// [`Report::with_comparisons`]).
     #[serde(default)]
@@ -265,6 +281,21 @@ pub fn reproduce(plan: &Plan, progress: &dyn Fn(&str) -> ProgressBar) -> Result<
                 data_dir: plan.data_dir(&e.name),
                 data_seed: plan.seed,
                 runs_dir: plan.out_dir.join("runs").join(plan.profile.name()).join(&e.name),
+                root: plan.root.clone(),
+                progress: plan.progress,
+            };
+            dispatch(plan.device, job)?
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let scaling_experiments = plan
+        .scaling_experiments
+        .iter()
+        .map(|e| {
+            let job = ScalingJob {
+                experiment: e,
+                data_seed: plan.seed,
+                runs_dir: plan.out_dir.join("runs").join(plan.profile.name()).join(&e.name),
+                figures_dir: plan.out_dir.join("figures"),
                 progress: plan.progress,
             };
             dispatch(plan.device, job)?
@@ -278,6 +309,7 @@ pub fn reproduce(plan: &Plan, progress: &dyn Fn(&str) -> ProgressBar) -> Result<
         pde_experiments,
         continual_experiments,
         sequence_experiments,
+        scaling_experiments,
         comparisons: Vec::new(),
     })
 }
@@ -454,6 +486,7 @@ impl Report {
                 &e.name
             }),
             sequence_experiments: merge_by_name(earlier.sequence_experiments, self.sequence_experiments, |e| &e.name),
+            scaling_experiments: merge_by_name(earlier.scaling_experiments, self.scaling_experiments, |e| &e.name),
             comparisons: Vec::new(),
             plan: self.plan,
         }

@@ -37,7 +37,9 @@ mod proximal;
 mod reseat;
 mod schedule;
 mod sequence;
+mod sequence_adapt;
 mod subset;
+mod svm;
 mod trainer;
 
 pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
@@ -79,7 +81,9 @@ pub use sequence::{
     SequenceTheta, SequenceTrainSettings, SequenceTrainer, context_clusters, context_matrix, contexts_from_rows,
     free_running_mse, sequence_assignment, sequence_env_losses, sequence_expert_losses, series_tensor,
 };
+pub use sequence_adapt::{SequenceAdaptSettings, adapt_sequence_contexts};
 pub use subset::{nearest_subset, per_expert_subsets, subset_around};
+pub use svm::{LinearSvm, classification_accuracy};
 pub use trainer::{OuterRecord, TrainState, Trainer};
 
 /// Errors of training, adaptation and evaluation.

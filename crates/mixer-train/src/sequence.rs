@@ -36,6 +36,9 @@ pub struct SequenceRunConfig {
     pub router: RouterConfig,
     /// The meta-training loop.
     pub train: SequenceTrainSettings,
+    /// Fitting contexts of new series with the model frozen.
+    #[serde(default)]
+    pub adapt: crate::SequenceAdaptSettings,
 }
 
 /// Experts, context size and the hier-shPLRNN sizes (no context splitting: every expert reads
@@ -507,6 +510,11 @@ impl<B: AutodiffBackend> SequenceTrainer<B> {
             }
             GateUpdate::NotApplicable => Ok(0),
         }
+    }
+
+    /// The experts and the gate, on the training backend.
+    pub fn theta(&self) -> &SequenceTheta<B> {
+        &self.model.theta
     }
 
     /// The trained model on the inference backend.

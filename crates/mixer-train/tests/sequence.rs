@@ -107,6 +107,7 @@ ls_noise = 1e-4
     SequenceRunConfig {
         model: SequenceModelConfig { experts, context_dim: 2, hidden: 4, tf_alpha_min: 0.0 },
         router,
+        adapt: Default::default(),
         train: SequenceTrainSettings {
             outer_steps,
             context_steps: 3,
