@@ -39,6 +39,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    mixer_experiments::flush_subnormals_in_process();
     mixer_experiments::init_logging("warn");
     let cli = Cli::parse();
     let result = match cli.command {

@@ -8,9 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use mixer_experiments::{
-    ContinualExperiment, ContinualJob, DeviceChoice, Profile, ScalingExperiment, ScalingJob, SequenceData,
-    SequenceExperiment, SequenceJob, continual_markdown, dispatch, scaling_markdown, sequence_markdown,
+    ContinualExperiment, ContinualJob, ScalingExperiment, ScalingJob, SequenceData, SequenceExperiment, SequenceJob,
+    continual_markdown, dispatch, scaling_markdown, sequence_markdown,
 };
+
+use crate::train::TrainArgs;
 
 /// Writes `markdown` as `out/REPORT.md` and says what was trained.
 fn report(out: &Path, markdown: String, runs: usize, name: &str) -> anyhow::Result<()> {
@@ -27,30 +29,20 @@ fn relative(out: &Path, p: &Path) -> String {
 }
 
 /// Trains (or resumes) every method of a continual experiment under `out/<system>/<method>`.
-pub fn continual(
-    config: &Path,
-    out: PathBuf,
-    profile: Profile,
-    seed: Option<u64>,
-    device: DeviceChoice,
-) -> anyhow::Result<()> {
-    let mut experiment = ContinualExperiment::load(config, profile)?;
-    experiment.seed = seed.unwrap_or(experiment.seed);
-    let record = dispatch(device, ContinualJob { experiment: &experiment, runs_dir: out.clone() })??;
+pub fn continual(args: TrainArgs) -> anyhow::Result<()> {
+    let out = args.out;
+    let mut experiment = ContinualExperiment::load(&args.config, args.profile)?;
+    experiment.seed = args.seed.unwrap_or(experiment.seed);
+    let record = dispatch(args.device, ContinualJob { experiment: &experiment, runs_dir: out.clone() })??;
     report(&out, continual_markdown(&record, |p| relative(&out, p)), record.runs.len(), &experiment.name)
 }
 
 /// Trains (or resumes) every point of a scaling experiment under `out/<sweep>/<point>`, on data
 /// generated with the run seed; figures go to `out/figures`.
-pub fn scaling(
-    config: &Path,
-    out: PathBuf,
-    profile: Profile,
-    seed: Option<u64>,
-    device: DeviceChoice,
-) -> anyhow::Result<()> {
-    let mut experiment = ScalingExperiment::load(config, profile)?;
-    experiment.base.seed = seed.unwrap_or(experiment.base.seed);
+pub fn scaling(args: TrainArgs) -> anyhow::Result<()> {
+    let out = args.out;
+    let mut experiment = ScalingExperiment::load(&args.config, args.profile)?;
+    experiment.base.seed = args.seed.unwrap_or(experiment.base.seed);
     let job = ScalingJob {
         experiment: &experiment,
         data_seed: experiment.base.seed,
@@ -58,25 +50,19 @@ pub fn scaling(
         figures_dir: out.join("figures"),
         progress: true,
     };
-    let record = dispatch(device, job)??;
+    let record = dispatch(args.device, job)??;
     report(&out, scaling_markdown(&record, |p| relative(&out, p)), record.points.len(), &experiment.name)
 }
 
 /// Trains (or resumes) every variant of a sequence experiment under `out/<variant>`, on the
 /// charts in `data` (generated there with the run seed when missing) or on the experiment's
 /// `.ts` files (relative to the working directory).
-pub fn sequence(
-    config: &Path,
-    data: Option<&Path>,
-    out: PathBuf,
-    profile: Profile,
-    seed: Option<u64>,
-    device: DeviceChoice,
-) -> anyhow::Result<()> {
-    let mut experiment = SequenceExperiment::load(config, profile)?;
-    experiment.seed = seed.unwrap_or(experiment.seed);
-    let data_dir = match (&experiment.data, data) {
-        (_, Some(d)) => d.to_path_buf(),
+pub fn sequence(args: TrainArgs) -> anyhow::Result<()> {
+    let out = args.out;
+    let mut experiment = SequenceExperiment::load(&args.config, args.profile)?;
+    experiment.seed = args.seed.unwrap_or(experiment.seed);
+    let data_dir = match (&experiment.data, args.data) {
+        (_, Some(d)) => d,
         (SequenceData::Ts(_), None) => out.join("data"),
         (SequenceData::Charts(_), None) => anyhow::bail!("--data DIR is required: the charts are generated there"),
     };
@@ -88,6 +74,6 @@ pub fn sequence(
         runs_dir: out.clone(),
         progress: true,
     };
-    let record = dispatch(device, job)??;
+    let record = dispatch(args.device, job)??;
     report(&out, sequence_markdown(&record, |p| relative(&out, p)), record.runs.len(), &experiment.name)
 }

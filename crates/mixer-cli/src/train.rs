@@ -15,29 +15,29 @@ use mixer_experiments::{
 pub struct TrainArgs {
     /// Experiment file (TOML with a [run] table and profiles).
     #[arg(long)]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Data folder in the published layout (train.npz, test.npz, adapt_train.npz, adapt_test.npz);
     /// a field folder for field experiments; for operator pre-training the parent of one folder
     /// per PDE family (generated there when missing); for time-series experiments the charts'
     /// folder (generated there when missing); continual control experiments simulate their
     /// tasks and need none.
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Run folder (created; an existing run resumes from its last checkpoint).
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Parameter profile.
     #[arg(long, default_value = "quick")]
-    profile: Profile,
+    pub(crate) profile: Profile,
     /// Training seed (default: the experiment's).
     #[arg(long)]
-    seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// Device: cpu, flex, ndarray or cuda.
     #[arg(long, default_value = "cpu")]
-    device: DeviceChoice,
+    pub(crate) device: DeviceChoice,
     /// Field experiments: the model to train (smoe, cnn, coord-conv, lcn; default: the configured one).
     #[arg(long)]
-    variant: Option<String>,
+    pub(crate) variant: Option<String>,
 }
 
 struct Job {
@@ -72,17 +72,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if let Some(v) = &args.variant {
             anyhow::bail!("--variant {v}: a continual experiment trains every method it lists");
         }
-        return crate::suite::continual(&args.config, args.out, args.profile, args.seed, args.device);
+        return crate::suite::continual(args);
     }
     if ScalingExperiment::is_scaling_text(&text) {
         if let Some(v) = &args.variant {
             anyhow::bail!("--variant {v}: a scaling experiment trains MixER at every point of its sweeps");
         }
-        return crate::suite::scaling(&args.config, args.out, args.profile, args.seed, args.device);
+        return crate::suite::scaling(args);
     }
     if SequenceExperiment::is_sequence_text(&text) {
-        let data = args.data.as_deref();
-        return crate::suite::sequence(&args.config, data, args.out, args.profile, args.seed, args.device);
+        return crate::suite::sequence(args);
     }
     let data = args.data.clone().context("--data DIR is required for this experiment")?;
     if FieldExperiment::is_field_text(&text) {

@@ -259,3 +259,43 @@ fn a_continual_experiment_trains_from_the_command_line_without_data() {
     let err = String::from_utf8_lossy(&mixer(&[&train[..], &["--variant", "x"]].concat()).stderr).to_string();
     assert!(err.contains("every method"), "{err}");
 }
+
+const SCALING: &str = r#"
+kind = "scaling"
+extends = "odebench10"
+name = "tiny-scaling"
+variants = ["mixer"]
+
+[[sweeps]]
+name = "pairs"
+collection = "odebench-2d"
+families = [2]
+environments = [3, 5]
+
+[profile.quick.run.train]
+outer_steps = 2
+context_steps = 1
+model_steps = 1
+checkpoint_every = 1
+
+[profile.quick.run.model]
+expert = { kind = "geps", width = 8, depth = 2 }
+"#;
+
+#[test]
+fn a_scaling_experiment_trains_every_point_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, out) = (dir.path().join("s.toml"), dir.path().join("runs"));
+    std::fs::write(&config, SCALING).unwrap();
+    let train = ["train", "--config", path(&config), "--out", path(&out)];
+    let first = mixer(&train);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
+    assert!(report.contains("| 2 | 3 | 2 |") && report.contains("| 2 | 5 | 2 |"), "{report}");
+    for point in ["2x3", "2x5"] {
+        assert!(out.join("pairs").join(point).join("point.json").is_file(), "{point}");
+    }
+    assert!(out.join("figures").join("tiny-scaling-environments.png").is_file());
+    let err = String::from_utf8_lossy(&mixer(&[&train[..], &["--variant", "x"]].concat()).stderr).to_string();
+    assert!(err.contains("every point"), "{err}");
+}

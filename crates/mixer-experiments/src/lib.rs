@@ -12,6 +12,7 @@
 //!   [`sequence_markdown`].
 //! - [`ScalingExperiment`] / [`ScalingJob`]: seconds per outer step and routing of MixER as
 //!   families and environments per family grow, [`scaling_markdown`].
+//! - [`flush_subnormals_in_process`]: flush-to-zero on every CPU thread (the binaries call it).
 //! - [`init_logging`]: the log subscriber of the `mixer` binary and `cargo xtask`.
 //!
 //! ```
@@ -31,6 +32,7 @@ mod error;
 mod experiment;
 mod field;
 pub mod figures;
+mod float_mode;
 mod logging;
 mod pde_pretrain;
 pub mod plot;
@@ -55,6 +57,9 @@ pub use experiment::{BUILTIN_EXPERIMENTS, DataSource, Experiment, Variant};
 pub use field::{
     BUILTIN_FIELD_EXPERIMENTS, FieldDataSource, FieldExperiment, FieldExperimentRecord, FieldJob, FieldRunMetrics,
     FieldRunRecord, FieldTiming, field_data_figure, field_markdown, field_run, read_field_metrics, score_field_run,
+};
+pub use float_mode::{
+    KEEP_SUBNORMALS, flush_subnormals_in_process, flush_subnormals_on_this_thread, subnormals_flushed,
 };
 pub use logging::init_logging;
 pub use pde_pretrain::{
