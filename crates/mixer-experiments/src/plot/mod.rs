@@ -88,7 +88,9 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = 0.05 * (hi - lo).max(1e-9 * (1.0 + lo.abs()));
+    // a constant series gets a range of ±5 % of its value (at least ±0.05) so that the axis
+    // labels differ in their printed digits
+    let pad = if hi - lo <= 1e-9 * (1.0 + lo.abs()) { 0.05 * lo.abs().max(1.0) } else { 0.05 * (hi - lo) };
     (lo - pad, hi + pad)
 }
 
@@ -249,4 +251,18 @@ pub fn panel_grid(
         root.present().map_err(|e| draw_err(path, e))?;
     }
     Ok(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounds;
+
+    #[test]
+    fn axis_bounds_pad_the_data_and_widen_a_constant_series() {
+        assert_eq!(bounds([0.0, 2.0].into_iter()), (-0.1, 2.1));
+        assert_eq!(bounds([1.0, 1.0].into_iter()), (0.95, 1.05));
+        assert_eq!(bounds([20.0].into_iter()), (19.0, 21.0));
+        assert_eq!(bounds([0.0, f64::NAN].into_iter()), (-0.05, 0.05));
+        assert_eq!(bounds(std::iter::empty()), (0.0, 1.0));
+    }
 }
