@@ -101,13 +101,17 @@ impl ScalingExperiment {
         Ok(e)
     }
 
-    /// Every sweep names a shipped collection, at least one point, and counts of at least one.
+    /// Every sweep has its own name, names a shipped collection, has at least one point, and
+    /// counts of at least one.
     fn check(&self) -> Result<(), ExperimentError> {
         if self.sweeps.is_empty() {
             return Err(Error::config("sweeps", "needs at least one sweep").into());
         }
-        for s in &self.sweeps {
+        for (i, s) in self.sweeps.iter().enumerate() {
             let field = format!("sweeps.{}", s.name);
+            if self.sweeps[..i].iter().any(|t| t.name == s.name) {
+                return Err(Error::config(field, "a second sweep of this name (names are folders)").into());
+            }
             let c = collection(&s.collection)?;
             if s.points().is_empty() || s.families.contains(&0) || s.environments.contains(&0) {
                 return Err(Error::config(field, "needs family and environment counts of at least 1").into());
@@ -130,11 +134,15 @@ impl ScalingExperiment {
     }
 }
 
-/// A shipped collection, parsed.
+/// A shipped collection with environment rules of its own, parsed.
 fn collection(name: &str) -> Result<CollectionSpec, ExperimentError> {
-    let text = builtin_text(name)
-        .ok_or_else(|| Error::config("sweeps.collection", format!("`{name}` is not a shipped collection")))?;
-    toml::from_str(text).map_err(|e| Error::config("sweeps.collection", format!("`{name}`: {e}")).into())
+    let not = |why: &str| Error::config("sweeps.collection", format!("`{name}` {why}"));
+    let text = builtin_text(name).ok_or_else(|| not("is not a shipped collection"))?;
+    let c: CollectionSpec = toml::from_str(text).map_err(|e| not(&format!("is not a collection: {e}")))?;
+    if c.environments.is_none() {
+        return Err(not("sets no environment rules for its families").into());
+    }
+    Ok(c)
 }
 
 /// The dataset of one point: the first `families` systems of `collection`, `environments`
@@ -385,6 +393,14 @@ mod tests {
         let cases = [
             (base.to_string(), "sweeps"),
             (sweep("collection = \"nope\"\nfamilies = [1]\nenvironments = [4]"), "not a shipped collection"),
+            (sweep("collection = \"lotka-volterra\"\nfamilies = [1]\nenvironments = [4]"), "is not a collection"),
+            (
+                format!(
+                    "{}[[sweeps]]\nname = \"s\"\ncollection = \"odebench-2d\"\nfamilies = [1]\nenvironments = [4]",
+                    sweep("collection = \"odebench-2d\"\nfamilies = [2]\nenvironments = [4]\n")
+                ),
+                "a second sweep of this name",
+            ),
             (sweep("collection = \"odebench-2d\"\nfamilies = [11]\nenvironments = [4]"), "has 10"),
             (sweep("collection = \"odebench-2d\"\nfamilies = [2]\nenvironments = [0]"), "at least 1"),
             (sweep("collection = \"odebench-2d\"\nfamilies = []\nenvironments = [4]"), "at least 1"),

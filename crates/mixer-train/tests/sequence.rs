@@ -6,13 +6,14 @@ use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Tensor, backend::Backend};
 use ndarray::Array4;
 
-use mixer_core::host::{tensor2, to_vec};
+use mixer_core::host::{tensor2, to_array2, to_vec};
 use mixer_core::{ContextModel, Dataset, Seeds, TimeGrid};
 use mixer_experts::{Forcing, HierShPlrnnConfig};
 use mixer_train::metrics::nmi;
 use mixer_train::{
-    AdaBeliefConfig, ForcingSchedule, RouterConfig, SequenceModelConfig, SequenceRunConfig, SequenceTrainSettings,
-    SequenceTrainer, context_clusters, context_matrix, sequence_assignment, sequence_env_losses, series_tensor,
+    AdaBeliefConfig, ForcingSchedule, LinearSvm, RouterConfig, SequenceAdaptSettings, SequenceModelConfig,
+    SequenceRunConfig, SequenceTrainSettings, SequenceTrainer, adapt_sequence_contexts, classification_accuracy,
+    context_clusters, context_matrix, sequence_assignment, sequence_env_losses, series_tensor,
 };
 
 type B = NdArray<f64>;
@@ -142,6 +143,19 @@ fn two_classes_get_two_experts_and_two_context_clusters() {
     assert!(last < 0.2 * first, "loss {first} -> {last}");
     assert_eq!(nmi(&labels, &clusters), 1.0, "clusters {clusters:?}");
     assert_eq!(nmi(&labels, &routing), 1.0, "routing {routing:?}; gate refits {}", trainer.state.gate_updates);
+    // the same series as new ones: contexts fitted from zero with the model frozen land with
+    // their class, whole or in chunks, and an SVM on the training contexts classifies them
+    let mut config = run_config(2, 40);
+    config.adapt = SequenceAdaptSettings { steps: 60, lr: 5e-2, chunk: 1024 };
+    let whole = to_array2(adapt_sequence_contexts(trainer.theta(), &config, &data, &device).unwrap());
+    config.adapt.chunk = 5;
+    let chunked = to_array2(adapt_sequence_contexts(trainer.theta(), &config, &data, &device).unwrap());
+    let gap = whole.iter().zip(&chunked).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(gap < 1e-6, "chunked fit differs by {gap}");
+    let svm = LinearSvm::fit(&context_matrix(&model), &labels, 1.0).unwrap();
+    assert_eq!(classification_accuracy(&labels, &svm.predict(&whole)), 1.0, "adapted contexts {whole:?}");
+    let adapted_routing = sequence_assignment(&model.theta, tensor2(whole.as_slice().unwrap(), [12, 2], &device));
+    assert_eq!(nmi(&labels, &adapted_routing.unwrap()), 1.0);
 }
 
 #[test]
