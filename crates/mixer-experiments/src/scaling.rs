@@ -224,8 +224,8 @@ impl BackendJob for ScalingJob<'_> {
                     Err(_) => {
                         info!(experiment = %e.name, sweep = %sweep.name, families, environments, "scaling point");
                         let spec = point_spec(&sweep.collection, families, environments)?;
-                        let p = train_point::<B>(e, sweep, &spec, self.data_seed, &dir, self.progress, &device)?;
-                        let p = ScalingPoint { device: label.to_string(), ..p };
+                        let p =
+                            train_point::<B>(e, sweep, &spec, self.data_seed, &dir, self.progress, (&device, label))?;
                         write_json(&dir.join("point.json"), &p)?;
                         p
                     }
@@ -247,7 +247,7 @@ fn train_point<B: AutodiffBackend>(
     data_seed: u64,
     dir: &Path,
     progress: bool,
-    device: &B::Device,
+    (device, label): (&B::Device, &str),
 ) -> Result<ScalingPoint, ExperimentError> {
     let families = spec.members.len();
     let data = generate(spec, &GenerateOptions::new(data_seed), &ProgressBar::hidden())?;
@@ -271,7 +271,7 @@ fn train_point<B: AutodiffBackend>(
         purity: scored.as_ref().map(|f| purity(f, &routed)),
         nmi: scored.as_ref().map(|f| nmi(f, &routed)),
         gate_updates: (state.gate_updates, state.skipped_gate_updates),
-        device: String::new(),
+        device: label.to_string(),
     })
 }
 

@@ -13,9 +13,7 @@ use tracing::info;
 
 use mixer_core::host::to_array2;
 use mixer_core::{ContextModel, Dataset, Error, Seeds};
-use mixer_data::{
-    ChartClass, ControlChartSpec, DatasetDir, MANIFEST_FILE, Manifest, generate_control_charts, load_dir, read_ts,
-};
+use mixer_data::{ControlChartSpec, DatasetDir, MANIFEST_FILE, Manifest, generate_control_charts, load_dir, read_ts};
 use mixer_train::metrics::{matched_accuracy, nmi, purity};
 use mixer_train::{
     LinearSvm, SequenceRunConfig, SequenceState, SequenceTrainer, adapt_sequence_contexts, classification_accuracy,
@@ -81,18 +79,12 @@ impl SequenceData {
             .collect();
         (!absent.is_empty()).then(|| format!("`.ts` files not found: {}; skipped", absent.join(", ")))
     }
+}
 
-    /// Names of the classes (chart class names, or `class <label>` of a `.ts` source).
-    fn class_names(&self, data: &DatasetDir, classes: usize) -> Vec<String> {
-        match self {
-            Self::Charts(_) => ChartClass::ALL.iter().take(classes).map(|c| c.name().to_string()).collect(),
-            Self::Ts(_) => data
-                .manifest
-                .as_ref()
-                .map(|m| m.families.iter().map(|f| f.name.clone()).collect())
-                .unwrap_or_else(|| (0..classes).map(|c| format!("class {c}")).collect()),
-        }
-    }
+/// Names of the classes, in class order: the manifest's family names (chart classes, or
+/// `class <label>` of a `.ts` source).
+fn class_names(data: &DatasetDir) -> Vec<String> {
+    data.manifest.as_ref().map(|m| m.families.iter().map(|f| f.name.clone()).collect()).unwrap_or_default()
 }
 
 /// A sequence experiment, resolved for a profile.
@@ -401,7 +393,7 @@ pub fn sequence_run<B: AutodiffBackend>(
         state: trainer.state.clone(),
         device: label.into(),
     };
-    let names = experiment.data.class_names(data, n_classes);
+    let names = class_names(data);
     plot_class_contexts(&figure, &format!("{} — {variant}", experiment.name), &rows, &classes, &names, &routing)?;
     write_json(&dir.join("metrics.json"), &metrics)?;
     Ok(SequenceRunRecord { variant: variant.into(), dir: dir.into(), figure, metrics })
@@ -441,8 +433,7 @@ impl BackendJob for SequenceJob<'_> {
             return Ok(record(Vec::new(), Vec::new(), Some(why)));
         }
         let data = e.dataset(&self.data_dir, self.data_seed, &self.root)?;
-        let classes =
-            e.data.class_names(&data, data.train.families.as_ref().map_or(0, |f| f.iter().max().map_or(0, |m| m + 1)));
+        let classes = class_names(&data);
         let mut runs = Vec::new();
         for variant in &e.variants {
             info!(experiment = %e.name, variant = %variant, "sequence run");
