@@ -2,7 +2,8 @@
 //! Neural Operators: Efficient Token Mixers for Transformers", ICLR 2022), the spatial mixing of
 //! each MoE-POT block.
 //!
-//! For fields `x: [B, C, H, W]` the mixer takes the half spectrum `z = DFT(x)` ([`Dft2`], "ortho"
+//! For channels-last fields `x: [B, H, W, C]` (the token grid of a transformer as it is stored)
+//! the mixer takes the half spectrum `z = DFT(x)` ([`Dft2`], "ortho"
 //! scaling), splits the `C` channels into `num_blocks` blocks of `C / num_blocks`, and at every
 //! frequency applies to each block its own complex two-layer MLP, shared by all frequencies:
 //!
@@ -25,14 +26,14 @@
 //!
 //! # fn main() -> Result<(), mixer_experts::ExpertError> {
 //! let device = Default::default();
-//! let x = Tensor::<Flex, 4>::ones([2, 8, 6, 5], &device);
+//! let x = Tensor::<Flex, 4>::ones([2, 6, 5, 8], &device);
 //! let dft = Dft2::<Flex>::new(6, 5, &device)?;
 //! let (re, im) = dft.forward(x.clone());
-//! assert_eq!(re.dims(), [2, 8, 6, 3]);
-//! assert_eq!(dft.inverse(re, im).dims(), [2, 8, 6, 5]);
+//! assert_eq!(re.dims(), [2, 6, 3, 8]);
+//! assert_eq!(dft.inverse(re, im).dims(), [2, 6, 5, 8]);
 //! let settings = AfnoSettings { width: 8, num_blocks: 2, ..AfnoSettings::default() };
 //! let mixer = settings.init::<Flex>([6, 5], &mut Seeds::new(0).stream("init"), &device)?;
-//! assert_eq!(mixer.forward(x).dims(), [2, 8, 6, 5]);
+//! assert_eq!(mixer.forward(x).dims(), [2, 6, 5, 8]);
 //! # Ok(())
 //! # }
 //! ```
@@ -162,7 +163,7 @@ pub(crate) fn standard_normal(rng: &mut Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// The `[1, 1, H, W/2+1]` 0/1 mask of kept modes, `None` when every mode is kept.
+/// The `[1, H, W/2+1, 1]` 0/1 mask of kept modes, `None` when every mode is kept.
 fn mode_mask<B: Backend>([h, w]: [usize; 2], kept: f64, device: &B::Device) -> Option<Tensor<B, 4>> {
     let wf = half_width(w);
     let keep_h = (kept * (h / 2 + 1) as f64).floor() as usize;
@@ -173,10 +174,11 @@ fn mode_mask<B: Backend>([h, w]: [usize; 2], kept: f64, device: &B::Device) -> O
             f64::from(u8::from(k1.min(h - k1) < keep_h && k2 < keep_w))
         })
         .collect();
-    values.contains(&0.0).then(|| host_tensor(&values, [1, 1, h, wf], device))
+    values.contains(&0.0).then(|| host_tensor(&values, [1, h, wf, 1], device))
 }
 
-/// The AFNO token mixer `[B, C, H, W] -> [B, C, H, W]` on one grid (see the module doc).
+/// The AFNO token mixer `[B, H, W, C] -> [B, H, W, C]` (channels last) on one grid (see the
+/// module doc).
 #[derive(Module, Debug)]
 pub struct AfnoMixer<B: Backend> {
     /// First layer, real part `[num_blocks, block, block * hidden_factor]`.
@@ -197,7 +199,7 @@ pub struct AfnoMixer<B: Backend> {
     b2_im: Param<Tensor<B, 2>>,
     /// The transform of the grid.
     dft: Dft2<B>,
-    /// Kept modes `[1, 1, H, W/2+1]` (0/1), `None` when all are kept.
+    /// Kept modes `[1, H, W/2+1, 1]` (0/1), `None` when all are kept.
     mask: Option<Tensor<B, 4>>,
     /// The settings it was built with.
     #[module(skip)]
@@ -211,8 +213,12 @@ fn complex_affine<B: Backend>(
     (wr, wi): (Tensor<B, 3>, Tensor<B, 3>),
     (br, bi): (Tensor<B, 2>, Tensor<B, 2>),
 ) -> (Tensor<B, 3>, Tensor<B, 3>) {
-    let re = r.clone().matmul(wr.clone()) - m.clone().matmul(wi.clone()) + br.unsqueeze_dim(1);
-    let im = m.matmul(wr) + r.matmul(wi) + bi.unsqueeze_dim(1);
+    // The biases repeated over the rows: a bias broadcast along a middle axis has no fast
+    // element-wise kernel in burn-flex, a same-shape add has.
+    let rows = r.dims()[1];
+    let bias = |b: Tensor<B, 2>| b.unsqueeze_dim::<3>(1).repeat_dim(1, rows);
+    let re = r.clone().matmul(wr.clone()) - m.clone().matmul(wi.clone()) + bias(br);
+    let im = m.matmul(wr) + r.matmul(wi) + bias(bi);
     (re, im)
 }
 
@@ -237,19 +243,20 @@ impl<B: Backend> AfnoMixer<B> {
         self.num_params()
     }
 
-    /// The mixed fields `[B, C, H, W]` of `x: [B, C, H, W]`, residual included.
+    /// The mixed fields `[B, H, W, C]` of channels-last `x: [B, H, W, C]`, residual included.
     ///
     /// Panics if `x`'s channels or grid are not those the mixer was built for.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, c, h, w] = x.dims();
+        let [b, h, w, c] = x.dims();
         assert_eq!(c, self.settings.width, "AfnoMixer::forward: {c} channels, built for {}", self.settings.width);
         let (nb, bs) = (self.settings.num_blocks, self.settings.block_size());
         let wf = half_width(w);
         let n = b * h * wf;
         let (re, im) = self.dft.forward(x.clone());
-        // [B, C, H, Wf] -> [nb, B H Wf, bs]: one row per frequency, blocks as the batch.
-        let blocks = |t: Tensor<B, 4>| t.permute([0, 2, 3, 1]).reshape([n, nb, bs]).swap_dims(0, 1);
-        let fields = |t: Tensor<B, 3>| t.swap_dims(0, 1).reshape([b, h, wf, c]).permute([0, 3, 1, 2]);
+        // [B, H, Wf, C] -> [nb, B H Wf, bs]: one row per frequency, blocks as the matmul batch (a
+        // strided view the matmul reads in place).
+        let blocks = |t: Tensor<B, 4>| t.reshape([n, nb, bs]).swap_dims(0, 1);
+        let fields = |t: Tensor<B, 3>| t.swap_dims(0, 1).reshape([b, h, wf, c]);
 
         let (u_re, u_im) = complex_affine(
             (blocks(re), blocks(im)),
@@ -327,10 +334,10 @@ mod tests {
             let m = mixer::<T>(&s, grid, 0);
             let x = host_tensor::<T, 4>(
                 &values(2 * s.width * grid[0] * grid[1], "x"),
-                [2, s.width, grid[0], grid[1]],
+                [2, grid[0], grid[1], s.width],
                 &device,
             );
-            assert_eq!(m.forward(x).dims(), [2, s.width, grid[0], grid[1]]);
+            assert_eq!(m.forward(x).dims(), [2, grid[0], grid[1], s.width]);
             assert_eq!(m.parameter_count(), s.parameter_count());
         }
         // 2 blocks of 2, hidden 2: W1, W2 8 entries each, b1, b2 4 each; real and imaginary parts.
@@ -345,7 +352,7 @@ mod tests {
         for kept_modes in [1.0, 0.5] {
             let m = scaled(mixer::<T>(&AfnoSettings { kept_modes, ..small() }, [6, 5], 3), 0.0);
             let x = values(2 * 4 * 30, "x");
-            let y = host::to_vec(m.forward(host_tensor::<T, 4>(&x, [2, 4, 6, 5], &device)));
+            let y = host::to_vec(m.forward(host_tensor::<T, 4>(&x, [2, 6, 5, 4], &device)));
             assert_eq!(y, x, "kept_modes {kept_modes}");
         }
     }
@@ -359,18 +366,15 @@ mod tests {
         for (v, d) in x2[..2 * 30].iter_mut().zip(values(2 * 30, "perturbation")) {
             *v += 0.3 * d; // channels 0 and 1: block 0
         }
-        let run = |v: &[f64]| host::to_vec(m.forward(host_tensor::<T, 4>(v, [1, 4, 6, 5], &device)));
+        // Values in [B, C, H, W] order, moved to the mixer's channels-last layout and back.
+        let last = |v: &[f64]| host_tensor::<T, 4>(v, [1, 4, 6, 5], &device).permute([0, 2, 3, 1]);
+        let run = |v: &[f64]| host::to_vec(m.forward(last(v)).permute([0, 3, 1, 2]));
         let (y, y2) = (run(&x), run(&x2));
         let moved =
             |r: std::ops::Range<usize>| y[r.clone()].iter().zip(&y2[r]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(moved(60..120) < 1e-12, "block 1 changed by {:e}", moved(60..120));
         // Block 0's output moves by more than the perturbation of its input (the filter acts too).
-        let filtered = |v: &[f64]| {
-            host::to_vec(
-                m.forward(host_tensor::<T, 4>(v, [1, 4, 6, 5], &device))
-                    - host_tensor::<T, 4>(v, [1, 4, 6, 5], &device),
-            )
-        };
+        let filtered = |v: &[f64]| host::to_vec((m.forward(last(v)) - last(v)).permute([0, 3, 1, 2]));
         let (f, f2) = (filtered(&x), filtered(&x2));
         assert!(f[..60].iter().zip(&f2[..60]).any(|(a, b)| (a - b).abs() > 1e-3), "block 0 filter did not respond");
     }
@@ -380,14 +384,14 @@ mod tests {
         let device = Default::default();
         let (h, w) = (6, 5);
         let m = scaled(mixer::<T>(&AfnoSettings { kept_modes: 0.5, ..small() }, [h, w], 5), 25.0);
-        let x = host_tensor::<T, 4>(&values(4 * h * w, "x"), [1, 4, h, w], &device);
+        let x = host_tensor::<T, 4>(&values(4 * h * w, "x"), [1, h, w, 4], &device);
         let (re, im) = m.dft.forward(m.forward(x.clone()) - x);
         let (re, im) = (host::to_vec(re), host::to_vec(im));
         // keep |k1| < floor(0.5 * 4) = 2 and k2 < floor(0.5 * 3) = 1.
         let wf = half_width(w);
         let mut inside = 0.0_f64;
         for (i, (r, q)) in re.iter().zip(&im).enumerate() {
-            let (k1, k2) = ((i / wf) % h, i % wf);
+            let (k1, k2) = (i / (4 * wf), (i / 4) % wf);
             let kept = k1.min(h - k1) < 2 && k2 < 1;
             let mag = r.abs().max(q.abs());
             if kept {
@@ -406,9 +410,9 @@ mod tests {
         let s = AfnoSettings { sparsity_threshold: 0.05, ..small() };
         let base = scaled(mixer::<A>(&s, [h, w], 6), 25.0);
         let x0 = values(4 * h * w, "x");
-        let c = host_tensor::<A, 4>(&values(4 * h * w, "c"), [1, 4, h, w], &device);
+        let c = host_tensor::<A, 4>(&values(4 * h * w, "c"), [1, h, w, 4], &device);
         let loss = |m: &AfnoMixer<A>, x: Tensor<A, 4>| (m.forward(x) * c.clone()).sum();
-        let x_t = |v: &[f64]| host_tensor::<A, 4>(v, [1, 4, h, w], &device);
+        let x_t = |v: &[f64]| host_tensor::<A, 4>(v, [1, h, w, 4], &device);
 
         // One first-layer weight, one second-layer weight and the input.
         let w1 = host::to_vec(base.w1_re.val());
@@ -451,7 +455,7 @@ mod tests {
         let p = params(&a);
         let std = (p.iter().map(|v| v * v).sum::<f64>() / p.len() as f64).sqrt();
         assert!(std > 0.005 && std < 0.05, "init std {std}");
-        let x = host_tensor::<T, 4>(&values(4 * 30, "x"), [1, 4, 6, 5], &Default::default());
+        let x = host_tensor::<T, 4>(&values(4 * 30, "x"), [1, 6, 5, 4], &Default::default());
         assert_eq!(host::to_vec(a.forward(x.clone())), host::to_vec(b.forward(x)));
     }
 

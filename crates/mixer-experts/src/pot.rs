@@ -321,12 +321,13 @@ impl<B: Backend> GroupNorm<B> {
 
     fn forward(&self, x: Tensor<B, 3>, groups: usize) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
-        let g = x.reshape([b, n, groups, d / groups]).swap_dims(1, 2).reshape([b, groups, n * d / groups]);
-        let mean = g.clone().mean_dim(2);
-        let centred = g - mean;
-        let var = centred.clone().powi_scalar(2).mean_dim(2);
-        let normed = centred / var.add_scalar(NORM_EPS).sqrt();
-        let normed = normed.reshape([b, groups, n, d / groups]).swap_dims(1, 2).reshape([b, n, d]);
+        // Statistics over a group's channels (axis 3) and the tokens (axis 1), repeated over the
+        // tokens so that they broadcast along the last axis only: the tokens are never transposed.
+        let per_token = |t: Tensor<B, 4>| t.mean_dim(3).mean_dim(1).repeat_dim(1, n);
+        let g = x.reshape([b, n, groups, d / groups]);
+        let centred = g.clone() - per_token(g);
+        let std = per_token(centred.clone().powi_scalar(2)).add_scalar(NORM_EPS).sqrt();
+        let normed = (centred / std).reshape([b, n, d]);
         normed * self.gamma.val().reshape([1, 1, d]) + self.beta.val().reshape([1, 1, d])
     }
 }
@@ -561,9 +562,9 @@ impl<B: Backend> OperatorTransformer<B> {
         let mut aux_loss: Option<Tensor<B, 1>> = None;
         let mut routes = vec![];
         for block in &self.blocks {
-            let tokens = |x: Tensor<B, 3>| x.permute([0, 2, 1]).reshape([b, d, gh, gw]);
-            let mixed = block.afno.forward(tokens(block.norm1.forward(x.clone(), groups)));
-            x = x + mixed.reshape([b, d, gh * gw]).permute([0, 2, 1]);
+            // Tokens [B, N, D] are the channels-last patch grid [B, gh, gw, D]: no copy.
+            let mixed = block.afno.forward(block.norm1.forward(x.clone(), groups).reshape([b, gh, gw, d]));
+            x = x + mixed.reshape([b, gh * gw, d]);
             let out = block.channel.forward(block.norm2.forward(x.clone(), groups), mode, dense, rng)?;
             x = x + out.y;
             aux_loss = match (aux_loss, out.aux) {

@@ -1,8 +1,9 @@
-//! A differentiable 2-D real Fourier transform on fields `[B, C, H, W]`.
+//! A differentiable 2-D real Fourier transform on channels-last fields `[B, H, W, C]`.
 //!
 //! burn 0.21's `rfft` has no backward pass, so [`Dft2`] writes the transform as matrix products
 //! with precomputed cosine and sine tables (constant tensors, not parameters): every step is a
-//! matmul, a reshape or a `swap_dims`, and autodiff differentiates it like any other layer. The
+//! matmul of a table with the contiguous field (broadcast over the batch) or a free reshape, so no
+//! transposed copy is made, and autodiff differentiates it like any other layer. The
 //! cost is `O(B C H W (W + H))` per transform, which is what token mixing on the coarse
 //! patch grids of an operator transformer needs; it is not meant for fine grids.
 //!
@@ -30,18 +31,18 @@ use crate::ExpertError;
 /// doc for the "ortho" scaling).
 #[derive(Module, Debug)]
 pub struct Dft2<B: Backend> {
-    /// Forward along `W`: `cos(2 pi w k / W) / sqrt(H W)`, `[W, W/2+1]`.
-    fwd_cos: Tensor<B, 2>,
-    /// Forward along `W`: `-sin(2 pi w k / W) / sqrt(H W)`, `[W, W/2+1]`.
-    fwd_sin: Tensor<B, 2>,
-    /// Along `H`: `cos(2 pi h k / H)`, `[H, H]` (symmetric).
-    h_cos: Tensor<B, 2>,
-    /// Along `H`: `sin(2 pi h k / H)`, `[H, H]` (symmetric).
-    h_sin: Tensor<B, 2>,
-    /// Inverse along `W`: `c_k cos(2 pi k w / W) / sqrt(H W)`, `[W/2+1, W]`.
-    inv_cos: Tensor<B, 2>,
-    /// Inverse along `W`: `-c_k sin(2 pi k w / W) / sqrt(H W)`, `[W/2+1, W]`.
-    inv_sin: Tensor<B, 2>,
+    /// Forward along `W`: `cos(2 pi k w / W) / sqrt(H W)`, `[1, W/2+1, W]`.
+    fwd_cos: Tensor<B, 3>,
+    /// Forward along `W`: `-sin(2 pi k w / W) / sqrt(H W)`, `[1, W/2+1, W]`.
+    fwd_sin: Tensor<B, 3>,
+    /// Along `H`: `cos(2 pi h k / H)`, `[1, H, H]` (symmetric).
+    h_cos: Tensor<B, 3>,
+    /// Along `H`: `sin(2 pi h k / H)`, `[1, H, H]` (symmetric).
+    h_sin: Tensor<B, 3>,
+    /// Inverse along `W`: `c_k cos(2 pi k w / W) / sqrt(H W)`, `[1, W, W/2+1]`.
+    inv_cos: Tensor<B, 3>,
+    /// Inverse along `W`: `-c_k sin(2 pi k w / W) / sqrt(H W)`, `[1, W, W/2+1]`.
+    inv_sin: Tensor<B, 3>,
     /// Grid height `H`.
     height: usize,
     /// Grid width `W`.
@@ -68,19 +69,19 @@ impl<B: Backend> Dft2<B> {
         }
         let wf = half_width(width);
         let scale = 1.0 / ((height * width) as f64).sqrt();
-        let table = |rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64| -> Tensor<B, 2> {
+        let table = |rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64| -> Tensor<B, 3> {
             let values: Vec<f64> = (0..rows * cols).map(|i| f(i / cols, i % cols)).collect();
-            host_tensor(&values, [rows, cols], device)
+            host_tensor(&values, [1, rows, cols], device)
         };
         // Columns counted twice in the real inverse: all but 0 and, for even W, W/2.
         let weight = |k: usize| if k == 0 || 2 * k == width { 1.0 } else { 2.0 };
         Ok(Self {
-            fwd_cos: table(width, wf, &|w, k| scale * twiddle(k, w, width).0),
-            fwd_sin: table(width, wf, &|w, k| -scale * twiddle(k, w, width).1),
+            fwd_cos: table(wf, width, &|k, w| scale * twiddle(k, w, width).0),
+            fwd_sin: table(wf, width, &|k, w| -scale * twiddle(k, w, width).1),
             h_cos: table(height, height, &|h, k| twiddle(k, h, height).0),
             h_sin: table(height, height, &|h, k| twiddle(k, h, height).1),
-            inv_cos: table(wf, width, &|k, w| scale * weight(k) * twiddle(k, w, width).0),
-            inv_sin: table(wf, width, &|k, w| -scale * weight(k) * twiddle(k, w, width).1),
+            inv_cos: table(width, wf, &|w, k| scale * weight(k) * twiddle(k, w, width).0),
+            inv_sin: table(width, wf, &|w, k| -scale * weight(k) * twiddle(k, w, width).1),
             height,
             width,
         })
@@ -96,51 +97,39 @@ impl<B: Backend> Dft2<B> {
         [self.height, half_width(self.width)]
     }
 
-    /// The half spectrum `(re, im)`, each `[B, C, H, W/2+1]`, of real fields `x: [B, C, H, W]`.
+    /// The half spectrum `(re, im)`, each `[B, H, W/2+1, C]`, of real fields `x: [B, H, W, C]`.
     ///
     /// Panics if `x`'s grid is not the one the transform was built for.
     pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let [b, c, h, w] = x.dims();
+        let [b, h, w, c] = x.dims();
         self.assert_grid([h, w], w, "forward");
         let wf = half_width(w);
-        // Along W (real to half spectrum): rows [B C H, W] times [W, W/2+1].
-        let rows = x.reshape([b * c * h, w]);
-        let a = rows.clone().matmul(self.fwd_cos.clone());
-        let s = rows.matmul(self.fwd_sin.clone());
+        // Along W (real to half spectrum): [W/2+1, W] times each row's [W, C].
+        let rows = x.reshape([b * h, w, c]);
+        let a = self.fwd_cos.clone().matmul(rows.clone()).reshape([b, h, wf * c]);
+        let s = self.fwd_sin.clone().matmul(rows).reshape([b, h, wf * c]);
         // Along H (complex, full): e^{-i t} (a + i s) = (cos a + sin s) + i (cos s - sin a).
-        let (a, s) = (self.h_major(a, b * c, h, wf), self.h_major(s, b * c, h, wf));
-        let re = a.clone().matmul(self.h_cos.clone()) + s.clone().matmul(self.h_sin.clone());
-        let im = s.matmul(self.h_cos.clone()) - a.matmul(self.h_sin.clone());
-        (self.grid_major(re, [b, c, h, wf]), self.grid_major(im, [b, c, h, wf]))
+        let re = self.h_cos.clone().matmul(a.clone()) + self.h_sin.clone().matmul(s.clone());
+        let im = self.h_cos.clone().matmul(s) - self.h_sin.clone().matmul(a);
+        (re.reshape([b, h, wf, c]), im.reshape([b, h, wf, c]))
     }
 
-    /// The real fields `[B, C, H, W]` whose half spectrum is `(re, im)`, each `[B, C, H, W/2+1]`
+    /// The real fields `[B, H, W, C]` whose half spectrum is `(re, im)`, each `[B, H, W/2+1, C]`
     /// (read as Hermitian: see the module doc); `inverse(forward(x)) == x`.
     ///
     /// Panics if the spectra's grid is not the transform's.
     pub fn inverse(&self, re: Tensor<B, 4>, im: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, c, h, wf] = re.dims();
+        let [b, h, wf, c] = re.dims();
         self.assert_grid([h, wf], half_width(self.width), "inverse");
         assert_eq!(re.dims(), im.dims(), "Dft2::inverse: real and imaginary parts differ in shape");
         // Along H (complex, full): e^{+i t} (r + i m) = (cos r - sin m) + i (cos m + sin r).
-        let (r, m) = (self.h_major(re, b * c, h, wf), self.h_major(im, b * c, h, wf));
-        let yr = r.clone().matmul(self.h_cos.clone()) - m.clone().matmul(self.h_sin.clone());
-        let yi = m.matmul(self.h_cos.clone()) + r.matmul(self.h_sin.clone());
-        // Back to rows [B C H, W/2+1], then the real inverse along W.
-        let yr = self.grid_major(yr, [b, c, h, wf]).reshape([b * c * h, wf]);
-        let yi = self.grid_major(yi, [b, c, h, wf]).reshape([b * c * h, wf]);
-        let x = yr.matmul(self.inv_cos.clone()) + yi.matmul(self.inv_sin.clone());
-        x.reshape([b, c, h, self.width])
-    }
-
-    /// Rows `[B C H, Wf]` (or a `[B, C, H, Wf]` tensor) as `[B C Wf, H]`, the `H` axis last.
-    fn h_major<const D: usize>(&self, t: Tensor<B, D>, bc: usize, h: usize, wf: usize) -> Tensor<B, 2> {
-        t.reshape([bc, h, wf]).swap_dims(1, 2).reshape([bc * wf, h])
-    }
-
-    /// `[B C Wf, H]` back to `[B, C, H, Wf]`.
-    fn grid_major(&self, t: Tensor<B, 2>, [b, c, h, wf]: [usize; 4]) -> Tensor<B, 4> {
-        t.reshape([b * c, wf, h]).swap_dims(1, 2).reshape([b, c, h, wf])
+        let (r, m) = (re.reshape([b, h, wf * c]), im.reshape([b, h, wf * c]));
+        let yr = self.h_cos.clone().matmul(r.clone()) - self.h_sin.clone().matmul(m.clone());
+        let yi = self.h_cos.clone().matmul(m) + self.h_sin.clone().matmul(r);
+        // The real inverse along W: [W, W/2+1] times each row's [W/2+1, C].
+        let (yr, yi) = (yr.reshape([b * h, wf, c]), yi.reshape([b * h, wf, c]));
+        let x = self.inv_cos.clone().matmul(yr) + self.inv_sin.clone().matmul(yi);
+        x.reshape([b, h, self.width, c])
     }
 
     fn assert_grid(&self, found: [usize; 2], last: usize, what: &str) {
@@ -192,6 +181,16 @@ mod tests {
         (re, im)
     }
 
+    /// `[B, C, H, W]` as the transform's channels-last `[B, H, W, C]`.
+    fn channels_last<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+        x.permute([0, 2, 3, 1])
+    }
+
+    /// A channels-last `[B, H, W, C]` tensor's values in `[B, C, H, W]` order.
+    fn channels_first<B: Backend>(x: Tensor<B, 4>) -> Vec<f64> {
+        host::to_vec(x.permute([0, 3, 1, 2]))
+    }
+
     fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         assert_eq!(a.len(), b.len());
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
@@ -207,11 +206,12 @@ mod tests {
             let (b, c) = (2, 3);
             let x = values(b * c * h * w, "x");
             let dft = Dft2::<Flex>::new(h, w, &device).unwrap();
-            let (re, im) = dft.forward(host_tensor::<Flex, 4>(&x, [b, c, h, w], &device));
-            assert_eq!(re.dims(), [b, c, h, half_width(w)]);
-            assert_eq!(im.dims(), [b, c, h, half_width(w)]);
+            let (re, im) = dft.forward(channels_last(host_tensor::<Flex, 4>(&x, [b, c, h, w], &device)));
+            assert_eq!(re.dims(), [b, h, half_width(w), c]);
+            assert_eq!(im.dims(), [b, h, half_width(w), c]);
             let (want_re, want_im) = direct_dft(&x, b * c, h, w);
-            let err = max_abs_diff(&host::to_vec(re), &want_re).max(max_abs_diff(&host::to_vec(im), &want_im));
+            let (re, im) = (channels_first(re), channels_first(im));
+            let err = max_abs_diff(&re, &want_re).max(max_abs_diff(&im, &want_im));
             assert!(err < 1e-4, "{h} x {w}: forward differs from the direct sum by {err:e}");
         }
     }
@@ -222,9 +222,10 @@ mod tests {
         for [h, w] in GRIDS {
             let x = values(h * w * 2, "x64");
             let dft = Dft2::<TestBackend>::new(h, w, &device).unwrap();
-            let (re, im) = dft.forward(host_tensor::<TestBackend, 4>(&x, [1, 2, h, w], &device));
+            let (re, im) = dft.forward(channels_last(host_tensor::<TestBackend, 4>(&x, [1, 2, h, w], &device)));
             let (want_re, want_im) = direct_dft(&x, 2, h, w);
-            let err = max_abs_diff(&host::to_vec(re), &want_re).max(max_abs_diff(&host::to_vec(im), &want_im));
+            let (re, im) = (channels_first(re), channels_first(im));
+            let err = max_abs_diff(&re, &want_re).max(max_abs_diff(&im, &want_im));
             assert!(err < 1e-12, "{h} x {w}: {err:e}");
         }
     }
@@ -235,14 +236,14 @@ mod tests {
         for [h, w] in GRIDS {
             let x = values(2 * 3 * h * w, "round trip");
             let dft = Dft2::<Flex>::new(h, w, &device).unwrap();
-            let (re, im) = dft.forward(host_tensor::<Flex, 4>(&x, [2, 3, h, w], &device));
+            let (re, im) = dft.forward(host_tensor::<Flex, 4>(&x, [2, h, w, 3], &device));
             let back = host::to_vec(dft.inverse(re, im));
             let err = max_abs_diff(&back, &x);
             assert!(err < 1e-5, "{h} x {w}: f32 round trip error {err:e}");
 
             let device = Default::default();
             let dft = Dft2::<TestBackend>::new(h, w, &device).unwrap();
-            let (re, im) = dft.forward(host_tensor::<TestBackend, 4>(&x, [2, 3, h, w], &device));
+            let (re, im) = dft.forward(host_tensor::<TestBackend, 4>(&x, [2, h, w, 3], &device));
             let err = max_abs_diff(&host::to_vec(dft.inverse(re, im)), &x);
             assert!(err < 1e-12, "{h} x {w}: f64 round trip error {err:e}");
         }
@@ -255,7 +256,7 @@ mod tests {
         for [h, w] in GRIDS {
             let x = values(h * w, "parseval");
             let dft = Dft2::<TestBackend>::new(h, w, &device).unwrap();
-            let (re, im) = dft.forward(host_tensor::<TestBackend, 4>(&x, [1, 1, h, w], &device));
+            let (re, im) = dft.forward(host_tensor::<TestBackend, 4>(&x, [1, h, w, 1], &device));
             let (re, im) = (host::to_vec(re), host::to_vec(im));
             let wf = half_width(w);
             let energy: f64 = (0..h * wf)
@@ -278,7 +279,7 @@ mod tests {
             let (b, c) = (1, 2);
             let n = b * c * h * w;
             let nf = b * c * h * half_width(w);
-            let spec = [b, c, h, half_width(w)];
+            let spec = [b, h, half_width(w), c];
             let dft = Dft2::<A>::new(h, w, &device).unwrap();
             let (fa, fb) = (values(nf, "a"), values(nf, "b"));
             let (ga, gb, gc) = (values(nf, "filter re"), values(nf, "filter im"), values(n, "c"));
@@ -295,24 +296,24 @@ mod tests {
                 let (re, im) = dft.forward(x);
                 let (gr, gi) = (t(&ga, spec), t(&gb, spec));
                 let y = dft.inverse(re.clone() * gr.clone() - im.clone() * gi.clone(), re * gi + im * gr);
-                (y * t(&gc, [b, c, h, w])).sum()
+                (y * t(&gc, [b, h, w, c])).sum()
             };
             for (name, loss) in [("forward", &loss1 as &dyn Fn(Tensor<A, 4>) -> Tensor<A, 1>), ("filter", &loss2)] {
-                let x = t(&x0, [b, c, h, w]).require_grad();
+                let x = t(&x0, [b, h, w, c]).require_grad();
                 let grads = loss(x.clone()).backward();
                 let got = host::to_vec(x.grad(&grads).unwrap());
-                let want = central_difference(&x0, |v| host::to_vec(loss(t(v, [b, c, h, w])))[0]);
+                let want = central_difference(&x0, |v| host::to_vec(loss(t(v, [b, h, w, c])))[0]);
                 assert_close(&got, &want, 1e-7, &format!("{h} x {w} {name}"));
             }
 
             // L3 = sum(c * inverse(re, im)) with respect to the spectrum itself.
             let s0: Vec<f64> = fa.iter().chain(&fb).copied().collect();
             let loss3 = |s: Tensor<A, 4>| {
-                let re = s.clone().slice([0..b, 0..c, 0..h, 0..half_width(w)]);
-                let im = s.slice([b..2 * b, 0..c, 0..h, 0..half_width(w)]);
-                (dft.inverse(re, im) * t(&gc, [b, c, h, w])).sum()
+                let re = s.clone().slice([0..b, 0..h, 0..half_width(w), 0..c]);
+                let im = s.slice([b..2 * b, 0..h, 0..half_width(w), 0..c]);
+                (dft.inverse(re, im) * t(&gc, [b, h, w, c])).sum()
             };
-            let s_shape = [2 * b, c, h, half_width(w)];
+            let s_shape = [2 * b, h, half_width(w), c];
             let s = t(&s0, s_shape).require_grad();
             let grads = loss3(s.clone()).backward();
             let got = host::to_vec(s.grad(&grads).unwrap());
