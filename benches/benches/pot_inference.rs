@@ -7,25 +7,15 @@
 use burn::backend::Flex;
 use burn::tensor::Tensor;
 use criterion::{Criterion, criterion_group, criterion_main};
+use mixer_benches::pot_variants;
 use mixer_core::{Mode, Seeds};
-use mixer_experts::{ChannelSettings, Matching, MoeMlpSettings, PotSettings};
 
 fn pot_inference(c: &mut Criterion) {
     let device = Default::default();
     let mut group = c.benchmark_group("pot_inference_64x64_batch8");
     group.sample_size(10);
     for width in [64, 256] {
-        let moe = PotSettings {
-            width,
-            channel: ChannelSettings::Moe(MoeMlpSettings { mlp_ratio: 2, ..Default::default() }),
-            ..PotSettings::default()
-        };
-        let variants = [
-            ("moe-pot", moe.clone()),
-            ("dense-active", moe.dense_twin(Matching::Active)),
-            ("dense-total", moe.dense_twin(Matching::Total)),
-        ];
-        for (name, settings) in variants {
+        for (name, settings) in pot_variants(width) {
             let model = settings.init::<Flex>(2, [64, 64], &mut Seeds::new(0).stream("init"), &device).expect("fits");
             let x = Tensor::<Flex, 5>::random([8, 4, 2, 64, 64], burn::tensor::Distribution::Default, &device);
             let mut rng = Seeds::new(0).stream("route");

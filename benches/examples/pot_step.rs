@@ -8,26 +8,15 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Distribution, Tensor};
-use mixer_benches::median_seconds;
+use mixer_benches::{median_seconds, pot_variants};
 use mixer_core::{Mode, Seeds};
-use mixer_experts::{ChannelSettings, Matching, MoeMlpSettings, PotSettings};
 
 type B = Autodiff<Flex>;
 
 fn main() {
     let steps: usize = std::env::args().nth(1).map_or(20, |s| s.parse().expect("steps"));
     let device = Default::default();
-    let moe = PotSettings {
-        width: 48,
-        channel: ChannelSettings::Moe(MoeMlpSettings { mlp_ratio: 2, ..Default::default() }),
-        ..PotSettings::default()
-    };
-    let variants = [
-        ("moe-pot", moe.clone()),
-        ("dense-active", moe.dense_twin(Matching::Active)),
-        ("dense-total", moe.dense_twin(Matching::Total)),
-    ];
-    for (name, settings) in variants {
+    for (name, settings) in pot_variants(48) {
         let mut model = settings.init::<B>(2, [32, 32], &mut Seeds::new(0).stream("init"), &device).expect("fits");
         let mut optim = AdamConfig::new().init::<B, _>();
         let x = Tensor::<B, 5>::random([16, 4, 2, 32, 32], Distribution::Default, &device);

@@ -1,4 +1,5 @@
-//! Shared pieces of the criterion benches: the workload of the integrator bench.
+//! Shared pieces of the benches and timing examples: the workload of the integrator bench and the
+//! operator-transformer variants.
 
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use mixer_core::{Expert, Integrator, VectorField};
@@ -86,4 +87,17 @@ pub fn median_seconds_with<R>(reps: usize, mut f: impl FnMut() -> R) -> (f64, R)
 /// Median seconds of `reps` runs of `f` after one warm-up run.
 pub fn median_seconds(reps: usize, f: impl FnMut()) -> f64 {
     median_seconds_with(reps, f).0
+}
+
+/// MoE-POT at `width` (16 routed experts top 4 plus 2 shared, `mlp_ratio` 2) and its dense twins
+/// of equal active and equal total parameters, named as in the `pde-pretrain` experiment.
+pub fn pot_variants(width: usize) -> [(&'static str, mixer_experts::PotSettings); 3] {
+    use mixer_experts::{ChannelSettings, Matching, MoeMlpSettings, PotSettings};
+    let moe = PotSettings {
+        width,
+        channel: ChannelSettings::Moe(MoeMlpSettings { mlp_ratio: 2, ..Default::default() }),
+        ..PotSettings::default()
+    };
+    let (active, total) = (moe.dense_twin(Matching::Active), moe.dense_twin(Matching::Total));
+    [("moe-pot", moe), ("dense-active", active), ("dense-total", total)]
 }
