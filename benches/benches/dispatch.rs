@@ -1,7 +1,9 @@
 //! Mixture rollout cost against the number of experts `E` at a fixed workload: 16 environments
 //! of 4 rows, GEPS experts (width 32, 3 layers, dim 2, context 4), 10 RK4 steps, forward and
-//! backward on burn-flex autodiff f32. Three routings, each dispatched sparse (every expert
-//! only on the rows routed to it) and dense (every routed expert on every row, masked):
+//! backward on burn-flex autodiff f32. Three routings, each dispatched fused (the default: a
+//! host rollout with its own backward pass), stacked (one batched tensor pass of every expert
+//! over the rows, or (row, slot) pairs, routed to it), per expert (each expert on its rows
+//! alone) and dense (every routed expert on every row, masked):
 //! top-1 (environment `e` to expert `e mod E`), top-2 (`e mod E` and `e + 1 mod E`, weights
 //! 0.6 / 0.4) and shared + routed (top-1 over the first `E - 1`, the last one always on, weight
 //! 1/2). Sparse work is fixed by the rows, so its time should stay flat in `E` while the dense
@@ -55,7 +57,13 @@ fn dispatch(c: &mut Criterion) {
             let contexts = Tensor::<B, 2>::random([ENVS, experts * CONTEXT], Distribution::Uniform(-0.1, 0.1), &device);
             let x0 = Tensor::<B, 2>::random([ENVS * ROWS, 2], Distribution::Uniform(-1.0, 1.0), &device);
             let r = routing(name, experts, &device);
-            for (label, how) in [("sparse", Dispatch::Stacked), ("dense", Dispatch::Dense)] {
+            let dispatches = [
+                ("fused", Dispatch::Fused),
+                ("stacked", Dispatch::Stacked),
+                ("per-expert", Dispatch::PerExpert),
+                ("dense", Dispatch::Dense),
+            ];
+            for (label, how) in dispatches {
                 group.bench_with_input(BenchmarkId::new(label, experts), &experts, |b, _| {
                     b.iter(|| {
                         let rows = Rows::new(&env_of_row, x0.clone(), &times);

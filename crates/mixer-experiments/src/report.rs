@@ -112,16 +112,19 @@ impl Report {
         let _ = writeln!(
             s,
             "| data | model | experts | in-domain {m} |{env_head} adaptation {m} (bulk) | adaptation {m} (sequential) \
-             | purity | NMI | load CV | gate refits (skipped) | train s | s / outer step |"
+             | purity | NMI | load CV | dropped | gate refits (skipped) | train s | s / outer step |"
         );
-        let _ =
-            writeln!(s, "|---|---|---|---|{}---|---|---|---|---|---|---|---|", if env.is_some() { "---|" } else { "" });
+        let _ = writeln!(
+            s,
+            "|---|---|---|---|{}---|---|---|---|---|---|---|---|---|",
+            if env.is_some() { "---|" } else { "" }
+        );
         for r in &e.runs {
             let x = &r.metrics;
             let env_cell = env.map_or_else(String::new, |_| format!(" {} |", score(&x.in_domain, "rel_l2_env")));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} |{env_cell} {} | {} | {} | {} | {} | {} ({}) | {:.1} | {:.2} |",
+                "| {} | {} | {} | {} |{env_cell} {} | {} | {} | {} | {} | {} | {} ({}) | {:.1} | {:.2} |",
                 r.source,
                 r.variant.label(),
                 r.experts,
@@ -131,6 +134,7 @@ impl Report {
                 opt(x.routing.purity),
                 opt(x.routing.nmi),
                 opt((r.experts > 1).then(|| load_cv(&x.routing.assignment, r.experts))),
+                x.routing.dropped_share.map_or_else(|| "–".to_string(), |d| format!("{:.1} %", 100.0 * d)),
                 x.routing.gate_updates,
                 x.routing.skipped_gate_updates,
                 x.timing.train_seconds,
@@ -145,7 +149,8 @@ impl Report {
             "\nScores are mean ± std (median) over environments. Relative L2 is ODEBench's pointwise \
              mean of ||ŷ − y||² / ||max(|y|, 1e-6)||² over trajectories and times; env. relative L2 is \
              ||Ŷ − Y||_F / ||Y||_F over all trajectories, times and dimensions of an environment \
-             (docs/method.md). Figures per run:\n"
+             (docs/method.md). Dropped is the share of units (environments, once per model step) \
+             that the router sent to no routed expert (capacity limits, units no expert picked). Figures per run:\n"
         );
         self.long_term_table(s, e);
         for r in &e.runs {

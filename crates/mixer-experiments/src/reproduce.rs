@@ -31,8 +31,16 @@ use crate::{
 pub const PUBLISHED_DATASETS: [&str; 4] = ["odebench-2d", "lotka-volterra", "glycolytic", "selkov"];
 
 /// The experiments `reproduce` trains by default.
-pub const REPRODUCED_EXPERIMENTS: [&str; 7] =
-    ["odebench10", "odebench10-5env", "odebench2", "lotka-volterra", "glycolytic", "selkov", "lorenz-regimes"];
+pub const REPRODUCED_EXPERIMENTS: [&str; 8] = [
+    "odebench10",
+    "odebench10-5env",
+    "odebench2",
+    "lotka-volterra",
+    "glycolytic",
+    "selkov",
+    "lorenz-regimes",
+    "routers",
+];
 
 /// The field experiments `reproduce` trains by default (spatial mixture of experts).
 pub const REPRODUCED_FIELD_EXPERIMENTS: [&str; 1] = ["heat-regions"];
@@ -49,10 +57,9 @@ pub const REPRODUCED_SEQUENCE_EXPERIMENTS: [&str; 2] = ["control-charts", "epile
 /// The scalability sweeps `reproduce` trains by default.
 pub const REPRODUCED_SCALING_EXPERIMENTS: [&str; 1] = ["scalability"];
 
-/// Experiments `reproduce` runs only when named (`--only NAME`): the router comparison trains
-/// ten models, top-k ones several times slower per step than top-1; CoDA and NCF experts have no
+/// Experiments `reproduce` runs only when named (`--only NAME`): CoDA and NCF experts have no
 /// fused host rollout yet, and their ODEBench-10 runs take 4–16 times a GEPS run (docs/results.md).
-pub const ON_REQUEST_EXPERIMENTS: [&str; 3] = ["routers", "odebench10-coda", "odebench10-ncf"];
+pub const ON_REQUEST_EXPERIMENTS: [&str; 2] = ["odebench10-coda", "odebench10-ncf"];
 
 /// What `reproduce` runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -527,7 +534,8 @@ mod tests {
         assert_eq!((selkov.datasets, selkov.experiments[0].name.as_str()), (vec!["selkov".to_string()], "selkov"));
         let ode = plan.clone().only(Some("odebench10")).unwrap();
         assert_eq!(ode.datasets, vec!["odebench-2d"]);
-        assert!(plan.experiments.iter().all(|e| e.name != "routers"), "the router table runs on request");
+        assert!(plan.experiments.iter().any(|e| e.name == "routers"), "the router table runs by default");
+        assert!(plan.experiments.iter().all(|e| e.name != "odebench10-ncf"), "NCF experts run on request");
         let routers = plan.only(Some("routers")).unwrap();
         assert_eq!(
             (routers.datasets, routers.experiments[0].name.as_str()),

@@ -39,6 +39,10 @@ pub struct RoutingMetrics {
     pub gate_updates: usize,
     /// Skipped gate refits.
     pub skipped_gate_updates: usize,
+    /// Share of the units (environments, once per model step) that the router sent to no
+    /// routed expert (capacity limits, units no expert picked); mixtures only.
+    #[serde(default)]
+    pub dropped_share: Option<f64>,
     /// Share of environments the last K-means refit's least-squares gate sends to their
     /// cluster's expert (MixER gate only; below 1 when the linear fit masks a cluster).
     pub gate_agreement: Option<f64>,
@@ -215,6 +219,7 @@ pub fn eval_run<B: AutodiffBackend>(
         assignment,
         gate_updates: last.gate_updates,
         skipped_gate_updates: last.skipped_gate_updates,
+        dropped_share: last.dropped_share().filter(|_| loaded.config.model.experts > 1),
         gate_agreement: loaded.model.theta.gate.last_agreement(),
     };
     let outer = last.outer_done;

@@ -1,14 +1,17 @@
-//! The fused top-1 rollout of GEPS experts: every expert integrates its own rows on the host
-//! ([`TapedGeps`] under a [`HostSolver`], fixed-step or adaptive), one rayon task per expert, and on an
-//! autodiff backend the whole rollout is one node of the graph whose backward pass is the
-//! discrete adjoint ([`mixer_ode::pull_back`]). The tensor path records about a hundred
-//! operations per evaluation; this records one per rollout, and uses both cores.
+//! The fused rollout of GEPS experts on the host ([`TapedGeps`] under a [`HostSolver`],
+//! fixed-step or adaptive). Top-1: every expert integrates its own rows, one rayon task per
+//! expert. Top-k and shared: one field sums every expert's units onto their rows
+//! ([`TapedMixture`]), the rows cut into a few fixed tasks. On an autodiff backend the whole
+//! rollout is one node of the graph whose backward pass is the discrete adjoint
+//! ([`mixer_ode::pull_back`]). The tensor path records about a hundred operations per
+//! evaluation; this records one per rollout, and uses both cores.
 //!
-//! Results do not depend on the number of threads: each expert's rows are one task, and every
-//! gradient is summed in a fixed order. Autodiff backends over burn-flex and burn-ndarray take
+//! Results do not depend on the number of threads: the tasks are fixed by the problem, and
+//! every gradient is summed in a fixed order. Autodiff backends over burn-flex and burn-ndarray take
 //! this path; others (a GPU backend) keep the tensor path.
 
 use core::any::{Any, TypeId};
+use core::ops::Range;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
@@ -23,23 +26,44 @@ use mixer_core::Error;
 use mixer_ode::{HostSolver, RolloutTape, pull_back};
 
 use crate::GepsExpert;
-use crate::geps_taped::{GepsLayout, GepsTape, TapedGeps};
+use crate::geps_taped::{GepsLayout, TapedGeps};
 use crate::host_kernel::HostKernel;
+use crate::taped_mixture::{MixtureTape, Part, TapedMixture};
 
-/// The shape of one fused rollout: the solver, the output times and each expert's layout and
-/// rows (rows are ordered expert by expert).
+/// The shape of one fused rollout: the solver, the output times, each expert's layout and
+/// units (a unit is one expert acting on one row with its own context and scale; units are
+/// ordered expert by expert), and the tasks that integrate them.
 #[derive(Debug)]
 pub(crate) struct FusedProblem {
     solver: HostSolver,
     times: Vec<f64>,
     dim: usize,
-    /// Per expert with rows: its layout and number of rows.
-    groups: Vec<(GepsLayout, usize)>,
-    /// Where each group starts in the flat parameters, the context values and the rows
-    /// (one more entry at the end: the totals).
+    /// Per expert taking part: its layout.
+    groups: Vec<GepsLayout>,
+    /// Where each group starts in the flat parameters, the context values and the units (one
+    /// more entry at the end: the totals).
     theta_at: Vec<usize>,
     ctx_at: Vec<usize>,
-    row_at: Vec<usize>,
+    unit_at: Vec<usize>,
+    /// Independent rollouts over consecutive ranges of the rows, run in parallel.
+    tasks: Vec<Task>,
+}
+
+/// One independent rollout: the rows it integrates and the experts acting on them.
+#[derive(Debug)]
+struct Task {
+    rows: Range<usize>,
+    parts: Vec<TaskPart>,
+}
+
+/// The units of one group that act on a task's rows.
+#[derive(Debug)]
+struct TaskPart {
+    group: usize,
+    units: Range<usize>,
+    /// The row of each unit relative to the task's first row; `None`: the units are the
+    /// task's rows, one to one.
+    rows: Option<Vec<usize>>,
 }
 
 /// Offsets of each group's block in a flat vector whose group `g` holds `size(g)` values.
@@ -51,29 +75,87 @@ fn offsets(sizes: impl Iterator<Item = usize>) -> Vec<usize> {
     at
 }
 
+/// Rows per task of a mixture rollout, at least: fewer rows are not worth a thread task.
+const MIXTURE_TASK_ROWS: usize = 32;
+/// Tasks a mixture rollout is cut into at most (fixed, so results do not depend on threads).
+const MIXTURE_TASKS: usize = 4;
+
 impl FusedProblem {
-    /// The problem of `experts` (one per group, at least one) on `rows` rows each.
+    /// Groups of `experts` (one per group, at least one) with `units[g]` units each.
+    fn with_groups<B: Backend>(
+        solver: HostSolver,
+        times: &[f64],
+        experts: &[&GepsExpert<B>],
+        units: &[usize],
+    ) -> Option<Self> {
+        let dim = experts.first()?.layers[0].weight.dims()[1];
+        let groups: Vec<GepsLayout> = experts.iter().map(|e| GepsLayout::of(e)).collect();
+        let theta_at = offsets(groups.iter().map(GepsLayout::len));
+        let ctx_at = offsets(groups.iter().zip(units).map(|(l, n)| n * l.context_len()));
+        let unit_at = offsets(units.iter().copied());
+        Some(Self { solver, times: times.to_vec(), dim, groups, theta_at, ctx_at, unit_at, tasks: Vec::new() })
+    }
+
+    /// The top-1 problem of `experts` on `rows[g]` rows each: every unit is its own row (rows
+    /// ordered expert by expert), one task per expert.
     pub(crate) fn new<B: Backend>(
         solver: HostSolver,
         times: &[f64],
         experts: &[&GepsExpert<B>],
         rows: &[usize],
     ) -> Option<Self> {
-        let dim = experts.first()?.layers[0].weight.dims()[1];
-        let groups: Vec<(GepsLayout, usize)> = experts.iter().zip(rows).map(|(e, &n)| (GepsLayout::of(e), n)).collect();
-        let theta_at = offsets(groups.iter().map(|(l, _)| l.len()));
-        let ctx_at = offsets(groups.iter().map(|(l, n)| n * l.context_len()));
-        let row_at = offsets(groups.iter().map(|&(_, n)| n));
-        Some(Self { solver, times: times.to_vec(), dim, groups, theta_at, ctx_at, row_at })
+        let mut p = Self::with_groups(solver, times, experts, rows)?;
+        p.tasks = (0..p.groups.len())
+            .map(|g| {
+                let units = p.unit_at[g]..p.unit_at[g + 1];
+                Task { rows: units.clone(), parts: vec![TaskPart { group: g, units, rows: None }] }
+            })
+            .collect();
+        Some(p)
+    }
+
+    /// The mixture problem of `experts` over `rows` rows: group `g`'s units act on the rows
+    /// `unit_rows[g]` (ascending), and a row's field is the sum of its units'. The rows are
+    /// cut into at most [`MIXTURE_TASKS`] consecutive tasks of at least [`MIXTURE_TASK_ROWS`].
+    pub(crate) fn mixture<B: Backend>(
+        solver: HostSolver,
+        times: &[f64],
+        experts: &[&GepsExpert<B>],
+        unit_rows: &[Vec<usize>],
+        rows: usize,
+    ) -> Option<Self> {
+        let sizes: Vec<usize> = unit_rows.iter().map(Vec::len).collect();
+        let mut p = Self::with_groups(solver, times, experts, &sizes)?;
+        let count = (rows / MIXTURE_TASK_ROWS).clamp(1, MIXTURE_TASKS);
+        p.tasks = (0..count)
+            .map(|k| {
+                let span = k * rows / count..(k + 1) * rows / count;
+                let parts = unit_rows
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(g, rs)| {
+                        let (lo, hi) = (rs.partition_point(|&r| r < span.start), rs.partition_point(|&r| r < span.end));
+                        let local = rs[lo..hi].iter().map(|&r| r - span.start).collect();
+                        (hi > lo).then(|| TaskPart {
+                            group: g,
+                            units: p.unit_at[g] + lo..p.unit_at[g] + hi,
+                            rows: Some(local),
+                        })
+                    })
+                    .collect();
+                Task { rows: span, parts }
+            })
+            .collect();
+        Some(p)
     }
 
     fn rows(&self) -> usize {
-        self.row_at[self.groups.len()]
+        self.tasks.last().map_or(0, |t| t.rows.end)
     }
 }
 
-/// The host values of one rollout's inputs: flat parameters of every group, context rows,
-/// row scales and initial states, each concatenated group by group.
+/// The host values of one rollout's inputs: flat parameters of every group, the units'
+/// context rows and scales (group by group) and the rows' initial states.
 #[derive(Debug)]
 struct Inputs<T> {
     theta: Vec<T>,
@@ -82,46 +164,57 @@ struct Inputs<T> {
     x0: Vec<T>,
 }
 
-/// Group `g` of `inputs` bound as a taped field, and its initial states.
-fn bind<'a, T: HostKernel>(p: &'a FusedProblem, inputs: &'a Inputs<T>, g: usize) -> (TapedGeps<'a, T>, &'a [T]) {
-    let (theta_at, ctx_at, row_at) = (&p.theta_at, &p.ctx_at, &p.row_at);
-    let layout = &p.groups[g].0;
-    let field = TapedGeps::bind(
-        layout,
-        &inputs.theta[theta_at[g]..theta_at[g + 1]],
-        &inputs.ctx[ctx_at[g]..ctx_at[g + 1]],
-        &inputs.scale[row_at[g]..row_at[g + 1]],
-    );
-    (field, &inputs.x0[row_at[g] * p.dim..row_at[g + 1] * p.dim])
+/// Task `k` of `inputs` bound as a taped field, and its initial states.
+fn bind<'a, T: HostKernel>(p: &'a FusedProblem, inputs: &'a Inputs<T>, k: usize) -> (TapedMixture<'a, T>, &'a [T]) {
+    let task = &p.tasks[k];
+    let parts = task
+        .parts
+        .iter()
+        .map(|part| {
+            let (g, units) = (part.group, &part.units);
+            let layout = &p.groups[g];
+            let c = layout.context_len();
+            let ctx_at = p.ctx_at[g] + (units.start - p.unit_at[g]) * c;
+            let field = TapedGeps::bind(
+                layout,
+                &inputs.theta[p.theta_at[g]..p.theta_at[g + 1]],
+                &inputs.ctx[ctx_at..ctx_at + units.len() * c],
+                &inputs.scale[units.clone()],
+            );
+            Part::new(field, part.rows.clone())
+        })
+        .collect();
+    let x0 = &inputs.x0[task.rows.start * p.dim..task.rows.end * p.dim];
+    (TapedMixture::new(parts, task.rows.len(), p.dim), x0)
 }
 
-type Tape<T> = RolloutTape<GepsTape<T>, T>;
+type Tape<T> = RolloutTape<MixtureTape<T>, T>;
 
-/// Every group's rollout, in parallel; `[rows, T, d]` in group order, with the tapes when
-/// `taped`. A failing group fails the whole rollout and is named.
+/// Every task's rollout, in parallel; `[rows, T, d]` in task order, with the tapes when
+/// `taped`. A failing task fails the whole rollout and is named.
 #[allow(clippy::type_complexity)]
 fn forward_in<T: HostKernel>(
     p: &FusedProblem,
     inputs: &Inputs<T>,
     taped: bool,
 ) -> Result<(Vec<T>, Vec<Option<Tape<T>>>), (usize, Error)> {
-    let parts: Vec<Result<(Vec<T>, Option<Tape<T>>), (usize, Error)>> = (0..p.groups.len())
+    let parts: Vec<Result<(Vec<T>, Option<Tape<T>>), (usize, Error)>> = (0..p.tasks.len())
         .into_par_iter()
-        .map(|g| {
-            let (mut field, x0) = bind(p, inputs, g);
+        .map(|k| {
+            let (mut field, x0) = bind(p, inputs, k);
             let run = if taped {
                 p.solver.integrate_taped(&mut field, x0, &p.times).map(|(y, t)| (y, Some(t)))
             } else {
                 p.solver.integrate(&mut field, x0, &p.times).map(|y| (y, None))
             };
-            run.map_err(|e| (g, e))
+            run.map_err(|e| (k, e))
         })
         .collect();
     let mut y = Vec::with_capacity(p.rows() * p.times.len() * p.dim);
     let mut tapes = Vec::with_capacity(parts.len());
     for part in parts {
-        let (yg, tape) = part?;
-        y.extend(yg);
+        let (yk, tape) = part?;
+        y.extend(yk);
         tapes.push(tape);
     }
     Ok((y, tapes))
@@ -136,33 +229,46 @@ struct Saved<T> {
 
 impl<T> core::fmt::Debug for Saved<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "fused GEPS rollout of {} groups", self.problem.groups.len())
+        write!(f, "fused GEPS rollout of {} groups in {} tasks", self.problem.groups.len(), self.problem.tasks.len())
     }
 }
 
-/// Gradients of every input, group by group: `(theta, ctx, scale, x0)`; the parameters' only
-/// when `params` (else left zero: frozen experts skip their share of the backward pass).
+/// Gradients of every input: `(theta, ctx, scale, x0)`; the parameters' only when `params`
+/// (else left zero: frozen experts skip their share of the backward pass). A group's
+/// parameter gradient is summed over the tasks in task order.
 #[allow(clippy::type_complexity)]
 fn backward_in<T: HostKernel>(saved: &Saved<T>, y_bar: &[T], params: bool) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>) {
     let p = &saved.problem;
-    let (row_at, steps) = (&p.row_at, p.times.len());
-    let parts: Vec<_> = (0..p.groups.len())
+    let (steps, d) = (p.times.len(), p.dim);
+    let tasks: Vec<_> = (0..p.tasks.len())
         .into_par_iter()
-        .map(|g| {
-            let (field, _) = bind(p, &saved.inputs, g);
+        .map(|k| {
+            let (field, _) = bind(p, &saved.inputs, k);
             let mut field = if params { field } else { field.without_param_grads() };
-            let tape = saved.tapes[g].as_ref().expect("a taped forward pass");
-            let span = row_at[g] * steps * p.dim..row_at[g + 1] * steps * p.dim;
-            let x0 = pull_back(tape, &mut field, &y_bar[span]);
-            (field.finish(), x0)
+            let tape = saved.tapes[k].as_ref().expect("a taped forward pass");
+            let rows = &p.tasks[k].rows;
+            let x0 = pull_back(tape, &mut field, &y_bar[rows.start * steps * d..rows.end * steps * d]);
+            let grads: Vec<_> = field.into_parts().into_iter().map(|part| part.field.finish()).collect();
+            (grads, x0)
         })
         .collect();
-    let (mut theta, mut ctx, mut scale, mut x0) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (grads, x0_g) in parts {
-        theta.extend(grads.theta);
-        ctx.extend(grads.context);
-        scale.extend(grads.scale);
-        x0.extend(x0_g);
+    let mut theta = vec![T::ZERO; p.theta_at[p.groups.len()]];
+    let mut ctx = vec![T::ZERO; p.ctx_at[p.groups.len()]];
+    let mut scale = vec![T::ZERO; p.unit_at[p.groups.len()]];
+    let mut x0 = Vec::with_capacity(p.rows() * d);
+    for (task, (grads, x0_k)) in p.tasks.iter().zip(tasks) {
+        for (part, g) in task.parts.iter().zip(grads) {
+            let group: usize = part.group;
+            let span: Range<usize> = p.theta_at[group]..p.theta_at[group + 1];
+            for (acc, v) in theta[span].iter_mut().zip(g.theta) {
+                *acc += v;
+            }
+            let c = p.groups[group].context_len();
+            let at = p.ctx_at[group] + (part.units.start - p.unit_at[group]) * c;
+            ctx[at..at + g.context.len()].copy_from_slice(&g.context);
+            scale[part.units.clone()].copy_from_slice(&g.scale);
+        }
+        x0.extend(x0_k);
     }
     (theta, ctx, scale, x0)
 }

@@ -47,6 +47,7 @@ mod smoe;
 pub mod spectral;
 mod stacked;
 mod swish;
+mod taped_mixture;
 
 pub use afno::{AFNO_INIT_SCALE, AfnoMixer, AfnoSettings};
 pub use coda::{CodaConfig, CodaExpert};

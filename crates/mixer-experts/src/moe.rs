@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 use mixer_core::{Error, Expert, Integrator, Routing, VectorField, anchor_module, anchor_tensor};
 
 use crate::fused::{FusedInputs, FusedProblem};
-use crate::stacked::{GepsParams, Padding, StackedField, as_geps};
+use crate::stacked::{GepsParams, Padding, StackedField, StackedMixtureField, as_geps};
 use crate::{AnyExpert, ExpertConfig, ExpertError};
 
 /// `K` experts of one type; with context splitting (`d_xi = K c`) expert `k` reads slice `k`
@@ -152,13 +152,16 @@ pub enum Dispatch {
     /// Top-1 GEPS experts under a solver of `mixer-ode`: every expert integrates its rows on the
     /// host (adaptive solvers: each expert its own step sequence, as [`Dispatch::PerExpert`]),
     /// one thread task per expert, and the rollout is one autodiff node with a hand-written
-    /// backward pass (the discrete adjoint); CPU backends only. Where that does not
-    /// apply, as [`Dispatch::Stacked`]. Top-k and shared: sparse, as [`Dispatch::PerExpert`].
-    /// The default.
+    /// backward pass (the discrete adjoint); CPU backends only. Top-k and shared: the same
+    /// on one host field that sums every expert's (row, slot) units onto their rows, the rows
+    /// cut into at most four fixed tasks run in parallel. Where that does not apply, as
+    /// [`Dispatch::Stacked`]. The default.
     #[default]
     Fused,
-    /// Top-1: one stacked rollout of all GEPS experts of one layout (others fall back to
-    /// [`Dispatch::PerExpert`]). Top-k and shared: sparse, as [`Dispatch::PerExpert`].
+    /// GEPS experts of one layout evaluated in one stacked pass (others fall back to
+    /// [`Dispatch::PerExpert`]). Top-1: one rollout of all rows, cut into slots of one size.
+    /// Top-k and shared: every (row, slot) pair is a unit of its expert, the units' outputs
+    /// are weighted and summed back onto their rows at every evaluation.
     Stacked,
     /// Top-1: one rollout per expert over its rows. Top-k and shared: each expert evaluated
     /// only on the rows routed to it (gather, evaluate, scatter-add).
@@ -166,6 +169,14 @@ pub enum Dispatch {
     /// The masked reference: every expert with any unit evaluated on every row, its weight zero
     /// where it is not chosen (what dense implementations do; the baseline of the sparse paths).
     Dense,
+}
+
+/// What the slots of a stacked pass read ([`Padding`]): the row of each padded unit, the
+/// contexts `[S, M, c]` and the scales `[S, M, 1]` (gate weight times time rate).
+struct SlotInputs<B: Backend> {
+    rows: Vec<usize>,
+    ctx: Tensor<B, 3>,
+    scale: Tensor<B, 3>,
 }
 
 /// The weighted sum `sum_k w_rk f_k(x_r, ctx_rk)` over the experts taking part.
@@ -305,7 +316,8 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
     /// least two have rows, all their rows are integrated in one stacked rollout (rows cut into
     /// slots of one size, one expert per slot; adaptive integrators then choose one step
     /// sequence for all of them). Top-k, dense and shared-expert routings integrate
-    /// `sum_slots w[env, slot] f_expert(x, ctx slice)`. Dropped environments stay at `x0`.
+    /// `sum_slots w[env, slot] f_expert(x, ctx slice)`, GEPS experts of one layout again in one
+    /// stacked pass ([`Dispatch`]). Dropped environments stay at `x0`.
     pub fn rollout(
         &self,
         integrator: &dyn Integrator<B>,
@@ -363,12 +375,25 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         if let Some(&Some(e)) = routing.indices.iter().find(|i| i.is_some_and(|e| e >= self.num_experts())) {
             return Err(Error::shape("routed expert index (below K)", self.num_experts(), e).into());
         }
+        if let Some(&(e, _)) = routing.shared.iter().find(|(e, _)| *e >= self.num_experts()) {
+            return Err(Error::shape("shared expert index (below K)", self.num_experts(), e).into());
+        }
         let device = rows.x0.device();
         if n == 0 {
             return Ok(Tensor::zeros([0, rows.times.len(), self.experts[0].state_dim()], &device));
         }
         if k == 1 && routing.shared.is_empty() && dispatch != Dispatch::Dense {
             return self.rollout_top1(integrator, routing, contexts, rows, dispatch);
+        }
+        if dispatch == Dispatch::Fused
+            && let Some(y) = self.rollout_fused_mixture(integrator, routing, contexts.clone(), &rows)?
+        {
+            return Ok(y);
+        }
+        if matches!(dispatch, Dispatch::Stacked | Dispatch::Fused)
+            && let Some(y) = self.rollout_stacked_mixture(integrator, routing, contexts.clone(), &rows)?
+        {
+            return Ok(y);
         }
         let rates = rows.row_rates(&device);
         let env_idx = index::<B>(rows.env_of_row, &device);
@@ -420,9 +445,6 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             });
         }
         for &(e, w) in &routing.shared {
-            if e >= self.num_experts() {
-                return Err(Error::shape("shared expert index (below K)", self.num_experts(), e).into());
-            }
             let ctx = self.context_slice(contexts.clone(), e)?;
             parts.push(
                 ExpertField::new(
@@ -587,10 +609,52 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         if groups.len() < 2 {
             return None;
         }
+        self.stack_groups(groups)
+    }
+
+    /// The slots of `groups` (expert, ids of its units; non-empty) and the parameters of each
+    /// slot's expert, when all of them are GEPS experts of one layout.
+    fn stack_groups(&self, groups: &[(usize, Vec<usize>)]) -> Option<(Padding, GepsParams<B, 3>)>
+    where
+        X: 'static,
+    {
         let geps = groups.iter().map(|&(k, _)| as_geps::<B, X>(&self.experts[k])).collect::<Option<Vec<_>>>()?;
-        let padding = Padding::new(&groups.iter().map(|(_, rows_k)| rows_k.as_slice()).collect::<Vec<_>>());
+        let padding = Padding::new(&groups.iter().map(|(_, ids)| ids.as_slice()).collect::<Vec<_>>());
         let params = GepsParams::stack(&padding.slots.iter().map(|&g| geps[g]).collect::<Vec<_>>())?;
         Some((padding, params))
+    }
+
+    /// What the slots of `padding` read, for units that are (row, weight) pairs: unit `u` acts
+    /// on row `pairs[u].0` with the gate weight in row `pairs[u].1` of `weights: [W, 1]`, by the
+    /// expert of its group in `groups`.
+    fn slot_inputs(
+        &self,
+        padding: &Padding,
+        groups: &[(usize, Vec<usize>)],
+        pairs: &[(usize, usize)],
+        weights: Tensor<B, 2>,
+        contexts: Tensor<B, 2>,
+        rows: &Rows<'_, B>,
+    ) -> Result<SlotInputs<B>, ExpertError> {
+        let device = rows.x0.device();
+        let m = padding.size;
+        let padded_rows: Vec<usize> = padding.rows.iter().map(|&u| pairs[u].0).collect();
+        let padded_envs: Vec<usize> = padded_rows.iter().map(|&r| rows.env_of_row[r]).collect();
+        let slices =
+            groups.iter().map(|&(k, _)| self.context_slice(contexts.clone(), k)).collect::<Result<Vec<_>, _>>()?;
+        let ctx = padding
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(s, &g)| slices[g].clone().select(0, index::<B>(&padded_envs[s * m..(s + 1) * m], &device)))
+            .collect();
+        let weight_ids: Vec<usize> = padding.rows.iter().map(|&u| pairs[u].1).collect();
+        let scale = rated(
+            weights.select(0, index::<B>(&weight_ids, &device)),
+            rows.row_rates(&device).map(|r| r.select(0, index::<B>(&padded_rows, &device))),
+        );
+        let slots = padding.slots.len();
+        Ok(SlotInputs { rows: padded_rows, ctx: Tensor::stack(ctx, 0), scale: scale.reshape([slots, m, 1]) })
     }
 
     /// One rollout of all rows of `groups` in the slots of `padding`, each slot read by its
@@ -609,34 +673,140 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         params: GepsParams<B, 3>,
     ) -> Result<Tensor<B, 3>, ExpertError> {
         let device = rows.x0.device();
-        let m = padding.size;
-        let padded_envs: Vec<usize> = padding.rows.iter().map(|&r| rows.env_of_row[r]).collect();
-        let slices =
-            groups.iter().map(|&(k, _)| self.context_slice(contexts.clone(), k)).collect::<Result<Vec<_>, _>>()?;
-        let ctx = padding
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(s, &g)| slices[g].clone().select(0, index::<B>(&padded_envs[s * m..(s + 1) * m], &device)))
-            .collect();
-        let row_idx = index::<B>(&padding.rows, &device);
-        let scale = rated(
-            routing.weights.clone().select(0, index::<B>(&padded_envs, &device)),
-            rows.row_rates(&device).map(|r| r.select(0, row_idx.clone())),
-        );
-        let (slots, dim) = (padding.slots.len(), self.experts[0].state_dim());
-        let field = StackedField::new(params, Tensor::stack(ctx, 0), scale.reshape([slots, m, 1]), dim);
+        // a unit is a row, weighted by its environment's gate weight
+        let pairs: Vec<(usize, usize)> = rows.env_of_row.iter().enumerate().map(|(r, &e)| (r, e)).collect();
+        let SlotInputs { rows: padded_rows, ctx, scale } =
+            self.slot_inputs(padding, groups, &pairs, routing.weights.clone(), contexts, rows)?;
+        let slots = padding.slots.len();
+        let field = StackedField::new(params, ctx, scale, self.experts[0].state_dim());
         debug!(
             experts = groups.len(),
             slots,
             rows = rows.env_of_row.len(),
-            padded = slots * m,
+            padded = padded_rows.len(),
             "stacked top-1 rollout"
         );
-        integrator.integrate(&field, rows.x0.clone().select(0, row_idx), rows.times).map_err(|e| {
-            let envs: Vec<usize> = padding.order.iter().flatten().map(|&r| rows.env_of_row[r]).collect();
-            rollout_error(e, None, &envs)
-        })
+        integrator.integrate(&field, rows.x0.clone().select(0, index::<B>(&padded_rows, &device)), rows.times).map_err(
+            |e| {
+                let envs: Vec<usize> = padding.order.iter().flatten().map(|&r| rows.env_of_row[r]).collect();
+                rollout_error(e, None, &envs)
+            },
+        )
+    }
+
+    /// The units of a top-k or shared routing: every (row, slot) pair and every (row, shared
+    /// expert) pair, as (row, row of the weight column), grouped by expert (experts with units
+    /// only, rows ascending within a group), and the weight column `[envs k + shared, 1]`:
+    /// routed units read `weights[env, slot]`, shared ones the constants appended after them.
+    #[allow(clippy::type_complexity)]
+    fn mixture_units(
+        &self,
+        routing: &Routing<B>,
+        rows: &Rows<'_, B>,
+    ) -> (Vec<(usize, usize)>, Vec<(usize, Vec<usize>)>, Tensor<B, 2>) {
+        let (k, envs) = (routing.k, routing.num_units());
+        let mut pairs = Vec::new();
+        let mut by_expert = vec![Vec::new(); self.num_experts()];
+        for (r, &env) in rows.env_of_row.iter().enumerate() {
+            let routed = (0..k).filter_map(|s| routing.indices[env * k + s].map(|e| (e, env * k + s)));
+            let shared = routing.shared.iter().enumerate().map(|(i, &(e, _))| (e, envs * k + i));
+            for (e, w) in routed.chain(shared) {
+                by_expert[e].push(pairs.len());
+                pairs.push((r, w));
+            }
+        }
+        let groups = by_expert.into_iter().enumerate().filter(|(_, u)| !u.is_empty()).collect();
+        let mut weights = routing.weights.clone().reshape([envs * k, 1]);
+        if !routing.shared.is_empty() {
+            let shared: Vec<f64> = routing.shared.iter().map(|&(_, w)| w).collect();
+            let shared = Tensor::from_data(TensorData::new(shared, [routing.shared.len(), 1]), &rows.x0.device());
+            weights = Tensor::cat(vec![weights, shared], 0);
+        }
+        (pairs, groups, weights)
+    }
+
+    /// A top-k or shared routing integrated by the fused host path ([`Dispatch::Fused`]): one
+    /// field summing every expert's units onto their rows; `None` where it does not apply
+    /// (an expert that is not GEPS, a solver not of `mixer-ode`, a backend without the path).
+    fn rollout_fused_mixture(
+        &self,
+        integrator: &dyn Integrator<B>,
+        routing: &Routing<B>,
+        contexts: Tensor<B, 2>,
+        rows: &Rows<'_, B>,
+    ) -> Result<Option<Tensor<B, 3>>, ExpertError>
+    where
+        X: 'static,
+    {
+        let Some(solver) = mixer_ode::HostSolver::from_integrator(integrator) else { return Ok(None) };
+        let (pairs, groups, weights) = self.mixture_units(routing, rows);
+        let Some(geps) = groups.iter().map(|&(k, _)| as_geps::<B, X>(&self.experts[k])).collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let unit_rows: Vec<Vec<usize>> =
+            groups.iter().map(|(_, us)| us.iter().map(|&u| pairs[u].0).collect()).collect();
+        let n = rows.env_of_row.len();
+        let Some(problem) = FusedProblem::mixture(solver, rows.times, &geps, &unit_rows, n) else { return Ok(None) };
+        let device = rows.x0.device();
+        let rates = rows.row_rates(&device);
+        let (mut ctx, mut weight_ids) = (Vec::new(), Vec::new());
+        for ((k, units), unit_rows) in groups.iter().zip(&unit_rows) {
+            let envs: Vec<usize> = unit_rows.iter().map(|&r| rows.env_of_row[r]).collect();
+            ctx.push(self.context_slice(contexts.clone(), *k)?.select(0, index::<B>(&envs, &device)).flatten(0, 1));
+            weight_ids.extend(units.iter().map(|&u| pairs[u].1));
+        }
+        let all_rows: Vec<usize> = unit_rows.concat();
+        let scale = rated(
+            weights.select(0, index::<B>(&weight_ids, &device)),
+            rates.map(|r| r.select(0, index::<B>(&all_rows, &device))),
+        );
+        let inputs = FusedInputs {
+            theta: Tensor::cat(geps.iter().map(|e| crate::geps_taped::GepsLayout::flat(e)).collect(), 0),
+            ctx: Tensor::cat(ctx, 0),
+            scale: scale.flatten(0, 1),
+            x0: rows.x0.clone().flatten(0, 1),
+        };
+        debug!(experts = groups.len(), units = pairs.len(), rows = n, "fused mixture rollout");
+        match crate::fused::rollout(problem, inputs) {
+            None => Ok(None),
+            Some(Ok(y)) => Ok(Some(y)),
+            Some(Err((_, e))) => Err(rollout_error(e, None, rows.env_of_row)),
+        }
+    }
+
+    /// A top-k or shared routing as one stacked field over (row, slot) pairs, when every expert
+    /// taking part is a GEPS expert of one layout ([`StackedMixtureField`]); `None` otherwise.
+    fn rollout_stacked_mixture(
+        &self,
+        integrator: &dyn Integrator<B>,
+        routing: &Routing<B>,
+        contexts: Tensor<B, 2>,
+        rows: &Rows<'_, B>,
+    ) -> Result<Option<Tensor<B, 3>>, ExpertError>
+    where
+        X: 'static,
+    {
+        let device = rows.x0.device();
+        let (pairs, groups, weights) = self.mixture_units(routing, rows);
+        if groups.is_empty() {
+            return Ok(None);
+        }
+        let Some((padding, params)) = self.stack_groups(&groups) else { return Ok(None) };
+        let SlotInputs { rows: padded_rows, ctx, scale } =
+            self.slot_inputs(&padding, &groups, &pairs, weights, contexts, rows)?;
+        let real: Vec<f64> = padding.order.iter().map(|u| if u.is_some() { 1.0 } else { 0.0 }).collect();
+        let real = Tensor::<B, 1>::from_data(TensorData::new(real, [padded_rows.len()]), &device);
+        let scale = scale.clone() * real.reshape(scale.dims());
+        let field = StackedMixtureField::new(
+            StackedField::new(params, ctx, scale, self.experts[0].state_dim()),
+            index::<B>(&padded_rows, &device),
+        );
+        debug!(experts = groups.len(), pairs = pairs.len(), padded = padded_rows.len(), "stacked mixture rollout");
+        integrator
+            .integrate(&field, rows.x0.clone(), rows.times)
+            .map(Some)
+            .map_err(|e| rollout_error(e, None, rows.env_of_row))
     }
 
     /// Loss of every expert on every environment, no routing: each expert is integrated on all
@@ -894,6 +1064,12 @@ mod tests {
         }
     }
 
+    /// A top-2 routing of the five environments: `indices` `[5 * 2]`, gate weights `[5, 2]`,
+    /// and the `shared` experts.
+    fn top2<B: Backend>(indices: &[Option<usize>], weights: Tensor<B, 2>, shared: &[(usize, f64)]) -> Routing<B> {
+        Routing { k: 2, indices: indices.to_vec(), weights, shared: shared.to_vec(), probs: None, aux_losses: vec![] }
+    }
+
     /// Values, parameter gradients (`None`: not reached), context and gate-weight gradients.
     type Outcome = (Vec<f64>, Vec<Option<Vec<f64>>>, Vec<f64>, Vec<f64>);
 
@@ -911,14 +1087,7 @@ mod tests {
         let weights = tensor2::<AB>(w, [5, 2], &device).require_grad();
         let (ctx, x0, _) = case.problem::<AB>(tensor2(&WEIGHTS, [5, 1], &device), &device);
         let ctx = ctx.require_grad();
-        let r = Routing {
-            k: 2,
-            indices: indices.to_vec(),
-            weights: weights.clone(),
-            shared: shared.to_vec(),
-            probs: None,
-            aux_losses: vec![],
-        };
+        let r = top2(&indices, weights.clone(), shared);
         let y = moe.rollout_rows_by(&Rk4 { substeps: 1 }, &r, ctx.clone(), case.rows(x0), dispatch).unwrap();
         let factor: Vec<f64> = (0..8 * case.n()).map(|i| 0.5 + 0.01 * (i % 97) as f64).collect();
         let factor = tensor2::<AB>(&factor, [case.n(), 8], &device).reshape([case.n(), 4, 2]);
@@ -937,7 +1106,7 @@ mod tests {
         let w = [0.6, 0.4, 0.9, 0.0, 1.0, 0.0, 0.3, 0.7, 0.5, 0.5];
         for shared in [vec![], vec![(1, 0.5)]] {
             let (want_y, want_p, want_c, want_w) = top2_run(&case, &indices, &w, &shared, Dispatch::Dense);
-            for dispatch in [Dispatch::Stacked, Dispatch::PerExpert] {
+            for dispatch in [Dispatch::Fused, Dispatch::Stacked, Dispatch::PerExpert] {
                 let (got_y, got_p, got_c, got_w) = top2_run(&case, &indices, &w, &shared, dispatch);
                 let what = format!("{dispatch:?}, shared {shared:?}");
                 assert!(max_diff(&got_y, &want_y) < 1e-12, "{what}: values");
@@ -960,6 +1129,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn top2_and_shared_geps_experts_stack_and_others_fall_back() {
+        let device = Default::default();
+        let mut moe = mixture::<TestBackend>(false, true, &device);
+        let [case, _] = Case::all();
+        let indices = [Some(2), Some(0), Some(0), None, Some(1), None, Some(2), Some(0), Some(0), Some(2)];
+        let (ctx, x0, _) = case.problem::<TestBackend>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+        let weights = tensor2::<TestBackend>(&[0.6, 0.4, 0.9, 0.0, 1.0, 0.0, 0.3, 0.7, 0.5, 0.5], [5, 2], &device);
+        let r = top2(&indices, weights, &[(1, 0.5)]);
+        let rk4 = Rk4 { substeps: 1 };
+        let stacked = moe.rollout_stacked_mixture(&rk4, &r, ctx.clone(), &case.rows(x0.clone())).unwrap();
+        let dense = moe.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0.clone()), Dispatch::Dense).unwrap();
+        assert!(max_diff(&to_vec(stacked.expect("GEPS experts of one layout stack")), &to_vec(dense.clone())) < 1e-12);
+        moe.experts[1] = ExpertConfig::Coda { width: 6, depth: 3 }.init(2, 2, &device).unwrap();
+        assert!(moe.rollout_stacked_mixture(&rk4, &r, ctx.clone(), &case.rows(x0.clone())).unwrap().is_none());
+        let fallback = moe.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0.clone()), Dispatch::Fused).unwrap();
+        let per_expert = moe.rollout_rows_by(&rk4, &r, ctx, case.rows(x0), Dispatch::PerExpert).unwrap();
+        assert_eq!(to_vec(fallback), to_vec(per_expert));
     }
 
     #[test]
@@ -1069,6 +1258,42 @@ mod tests {
             })
         };
         assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn fused_top2_and_shared_rollouts_do_not_depend_on_the_thread_count() {
+        let device = Default::default();
+        let moe = mixture::<AB>(true, true, &device);
+        // 101 rows: the fused mixture cuts them into three tasks
+        let [_, case] = Case::all();
+        let indices = [Some(2), Some(0), Some(0), None, Some(1), Some(2), Some(2), Some(0), Some(0), Some(1)];
+        let w = [0.6, 0.4, 0.9, 0.0, 1.0, 0.2, 0.3, 0.7, 0.5, 0.5];
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let (ctx, x0, _) = case.problem::<AB>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+                let (ctx, weights) = (ctx.require_grad(), tensor2::<AB>(&w, [5, 2], &device).require_grad());
+                let r = top2(&indices, weights.clone(), &[(1, 0.25)]);
+                let y = moe.rollout_rows_by(&Rk4 { substeps: 2 }, &r, ctx.clone(), case.rows(x0), Dispatch::Fused);
+                let y = y.unwrap();
+                let grads = (y.clone() * y.clone()).sum().backward();
+                let mut params = ParamGrads { grads: &grads, out: Vec::new() };
+                moe.visit(&mut params);
+                let grad = |t: &Tensor<AB, 2>| to_vec(t.grad(&grads).unwrap());
+                (to_vec(y), params.out, grad(&ctx), grad(&weights))
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        // and it is the mixture: the stacked tensor path agrees to rounding
+        let (ctx, x0, _) = case.problem::<AB>(tensor2(&WEIGHTS, [5, 1], &device), &device);
+        let weights = tensor2::<AB>(&w, [5, 2], &device);
+        let r = top2(&indices, weights, &[(1, 0.25)]);
+        let rk4 = Rk4 { substeps: 2 };
+        let fused = moe.rollout_fused_mixture(&rk4, &r, ctx.clone(), &case.rows(x0.clone())).unwrap();
+        assert_eq!(to_vec(fused.expect("the fused path applies")), one.0);
+        let stacked = moe.rollout_rows_by(&rk4, &r, ctx, case.rows(x0), Dispatch::Stacked).unwrap();
+        assert!(max_diff(&one.0, &to_vec(stacked)) < 1e-12);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use core::any::Any;
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, backend::Backend};
 
 use mixer_core::{VectorField, anchor_tensor};
 use mixer_hyper::{encode_context, sigmoid};
@@ -275,6 +275,34 @@ impl<B: Backend> VectorField<B> for StackedField<B> {
     fn eval(&self, _t: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [k, m, d] = self.shape;
         (self.geps.forward(x.reshape(self.shape)) * self.scale.clone()).reshape([k * m, d])
+    }
+}
+
+/// The top-k (and shared) field of GEPS experts over units that are (row, slot) pairs, cut into
+/// `S` slots of `M` units ([`Padding`]): each unit's row of the state is gathered, every slot
+/// evaluated by its expert in one stacked pass ([`StackedField`], padding scaled by zero), and
+/// the units' outputs are summed back onto their rows.
+pub(crate) struct StackedMixtureField<B: Backend> {
+    units: StackedField<B>,
+    /// The row of each padded unit, `[S M]`.
+    rows: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> StackedMixtureField<B> {
+    /// The field summing `units` onto the rows `rows` (one per padded unit).
+    pub(crate) fn new(units: StackedField<B>, rows: Tensor<B, 1, Int>) -> Self {
+        Self { units, rows }
+    }
+}
+
+impl<B: Backend> VectorField<B> for StackedMixtureField<B> {
+    fn dim(&self) -> usize {
+        self.units.dim()
+    }
+
+    fn eval(&self, t: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y = self.units.eval(t, x.clone().select(0, self.rows.clone()));
+        x.zeros_like().select_assign(0, self.rows.clone(), y, IndexingUpdateOp::Add)
     }
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
 use mixer_core::host::to_array2;
-use mixer_core::{ContextModel, Dataset, Error, GateUpdate, Integrator, Mode, RouterFeedback, Seeds};
+use mixer_core::{ContextModel, Dataset, Error, GateUpdate, Integrator, Mode, RouterFeedback, Routing, Seeds};
 use mixer_experts::ExpertError;
 use mixer_hyper::ContextTable;
 use mixer_routers::Refit;
@@ -70,6 +70,27 @@ pub struct TrainState {
     /// Environment rollouts left out of a training step because they diverged.
     #[serde(default)]
     pub diverged_rollouts: usize,
+    /// Units (environments) the router routed over the model steps, one per unit and step.
+    #[serde(default)]
+    pub routed_units: usize,
+    /// Of those, the ones it sent to no routed expert (beyond every chosen expert's capacity,
+    /// or picked by no expert): they move by the shared experts alone, or not at all.
+    #[serde(default)]
+    pub dropped_units: usize,
+}
+
+impl TrainState {
+    /// Counts the units of one model step's routing, and those it dropped.
+    pub fn count_routing<B: Backend>(&mut self, routing: &Routing<B>) {
+        let k = routing.k.max(1);
+        self.routed_units += routing.num_units();
+        self.dropped_units += routing.indices.chunks(k).filter(|slots| slots.iter().all(Option::is_none)).count();
+    }
+
+    /// Share of the routed units that were dropped; `None` before any model step.
+    pub fn dropped_share(&self) -> Option<f64> {
+        (self.routed_units > 0).then(|| self.dropped_units as f64 / self.routed_units as f64)
+    }
 }
 
 /// A meta-training run bound to its data, device and run folder.
@@ -321,6 +342,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         if block == Block::Model {
             // schedules and bias balancing advance once per model step
             self.model.theta.gate.after_step(&routing.load(self.config.model.experts));
+            self.state.count_routing(&routing);
         }
         Ok(value)
     }

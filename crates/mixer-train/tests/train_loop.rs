@@ -235,6 +235,28 @@ fn registered_routers_train_and_advance_their_schedules() {
     }
 }
 
+#[test]
+fn units_beyond_an_experts_capacity_are_counted_as_dropped() {
+    let _serial = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    let train = data(1, &train_params());
+    // 6 environments, 2 experts, one outer step of 4 model steps: 24 units; capacity 0.5 keeps
+    // ceil(0.5 * 6 / 2) = 2 units per expert, so 2 to 4 of the 6 are dropped at every step
+    for (json, dropped) in [(r#"{"kind": "switch"}"#, 0..=0), (r#"{"kind": "switch", "capacity_factor": 0.5}"#, 8..=16)]
+    {
+        let mut c = config(1);
+        c.router = serde_json::from_str(json).unwrap();
+        let dir = tmp("dropped");
+        let mut t =
+            Trainer::<B>::new(c, train.clone(), Seeds::new(2), &dir, false, &device).unwrap().with_progress(false);
+        t.run().unwrap();
+        assert_eq!(t.state.routed_units, 24, "{json}");
+        assert!(dropped.contains(&t.state.dropped_units), "{json}: {} dropped", t.state.dropped_units);
+        assert_eq!(t.state.dropped_share(), Some(t.state.dropped_units as f64 / 24.0));
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// `MixerModel` as checkpoints stored it before the router registry: the gradient gate, if any,
 /// was the only gate with parameters.
 #[derive(burn::module::Module, Debug)]
