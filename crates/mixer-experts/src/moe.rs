@@ -1087,7 +1087,7 @@ mod tests {
         let weights = tensor2::<AB>(w, [5, 2], &device).require_grad();
         let (ctx, x0, _) = case.problem::<AB>(tensor2(&WEIGHTS, [5, 1], &device), &device);
         let ctx = ctx.require_grad();
-        let r = top2(&indices, weights.clone(), shared);
+        let r = top2(indices, weights.clone(), shared);
         let y = moe.rollout_rows_by(&Rk4 { substeps: 1 }, &r, ctx.clone(), case.rows(x0), dispatch).unwrap();
         let factor: Vec<f64> = (0..8 * case.n()).map(|i| 0.5 + 0.01 * (i % 97) as f64).collect();
         let factor = tensor2::<AB>(&factor, [case.n(), 8], &device).reshape([case.n(), 4, 2]);
