@@ -9,6 +9,7 @@
 //! ```
 
 pub mod anchor;
+mod atomic;
 mod dataset;
 mod error;
 mod expert;
@@ -19,6 +20,7 @@ mod routing;
 mod seed;
 
 pub use anchor::{anchor_module, anchor_tensor};
+pub use atomic::{write_atomic, write_atomic_with};
 pub use dataset::{Dataset, Split, TimeGrid};
 pub use error::{Error, Result, ensure_finite};
 pub use expert::{ContextModel, Expert};

@@ -97,6 +97,18 @@ pub struct Routing<B: Backend> {
 }
 
 impl<B: Backend> Routing<B> {
+    /// Every one of `units` units to `expert`, weight 1 (one expert scored alone).
+    pub fn constant(units: usize, expert: usize, device: &B::Device) -> Self {
+        Self {
+            k: 1,
+            indices: vec![Some(expert); units],
+            weights: Tensor::ones([units, 1], device),
+            shared: vec![],
+            probs: None,
+            aux_losses: vec![],
+        }
+    }
+
     /// Number of routed units `N`.
     pub fn num_units(&self) -> usize {
         self.indices.len() / self.k.max(1)

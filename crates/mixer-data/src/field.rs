@@ -9,9 +9,9 @@ use ndarray_npy::{NpzWriter, WriteNpyExt};
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
-use crate::io::write_atomic;
 use crate::npy::{NpyError, Npz, array_from_npy};
 use crate::spec::SystemSpec;
+use mixer_core::write_atomic_with;
 
 /// The manifest file name inside a field dataset folder.
 pub const FIELD_MANIFEST_FILE: &str = "fields.toml";
@@ -479,14 +479,14 @@ fn npz_err(path: &Path, key: &str, reason: impl std::fmt::Display) -> DataError 
 /// Writes one split file: `fields` float32 `[runs, frames, H, W, C]` and `dt` (a float64 scalar).
 pub fn write_field_npz(path: &Path, set: &FieldSet) -> Result<(), DataError> {
     let dt = Array0::from_elem((), set.dt);
-    write_atomic(path, |f| {
+    write_atomic_with(path, |f| {
         let mut npz = NpzWriter::new(f);
         npz.add_array("fields", &set.fields).map_err(std::io::Error::other)?;
         npz.add_array("dt", &dt).map_err(std::io::Error::other)?;
         npz.finish().map_err(std::io::Error::other)?;
         Ok(())
     })
-    .map_err(|e| mixer_core::Error::io(path, e).into())
+    .map_err(Into::into)
 }
 
 /// Reads one split file written by [`write_field_npz`] (float64 `fields` are narrowed to f32)
@@ -576,8 +576,7 @@ pub fn read_region_map(path: &Path) -> Result<Array2<usize>, DataError> {
 /// Writes a region map as int64 `.npy`, atomically.
 pub fn write_region_map(path: &Path, map: &Array2<usize>) -> Result<(), DataError> {
     let labels = map.mapv(|v| v as i64);
-    write_atomic(path, |f| labels.write_npy(f).map_err(std::io::Error::other))
-        .map_err(|e| mixer_core::Error::io(path, e).into())
+    write_atomic_with(path, |f| labels.write_npy(f).map_err(std::io::Error::other)).map_err(Into::into)
 }
 
 /// Reshapes a generated dataset of a reaction–diffusion system (`spec.grid` set) into a field

@@ -1,35 +1,13 @@
 //! Reading and writing one split as `.npz` in the published layout.
 
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use mixer_core::{Dataset, TimeGrid};
+use mixer_core::{Dataset, TimeGrid, write_atomic_with};
 use ndarray::{Array1, Array2, ArrayD, Ix4, IxDyn};
 use ndarray_npy::NpzWriter;
 
 use crate::DataError;
 use crate::npy::Npz;
-
-/// Writes a file through a temporary sibling, then renames it into place.
-pub(crate) fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = BufWriter::new(File::create(&tmp)?);
-        write(&mut f)?;
-        let f = f.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
 
 fn npz_err(path: &Path, key: &str, e: impl std::fmt::Display) -> DataError {
     DataError::Npz { path: path.to_path_buf(), key: key.to_string(), reason: e.to_string() }
@@ -128,13 +106,12 @@ pub fn write_npz(path: &Path, data: &Dataset) -> Result<Vec<usize>, DataError> {
         }
     };
     let shape = x.shape().to_vec();
-    write_atomic(path, |f| {
+    write_atomic_with(path, |f| {
         let mut npz = NpzWriter::new(f);
         npz.add_array("X", &x).map_err(std::io::Error::other)?;
         npz.add_array("t", &t).map_err(std::io::Error::other)?;
         npz.finish().map_err(std::io::Error::other)?;
         Ok(())
-    })
-    .map_err(|e| mixer_core::Error::io(path, e))?;
+    })?;
     Ok(shape)
 }

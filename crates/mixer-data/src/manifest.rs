@@ -7,7 +7,7 @@ use mixer_ode::ReferenceMethod;
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
-use crate::io::write_atomic;
+use mixer_core::write_atomic_with;
 
 /// The manifest file name inside a dataset folder.
 pub const MANIFEST_FILE: &str = "dataset.toml";
@@ -177,9 +177,9 @@ pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
 pub(crate) fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), DataError> {
     let text =
         toml::to_string(value).map_err(|e| DataError::Manifest { path: path.to_path_buf(), reason: e.to_string() })?;
-    write_atomic(path, |f| {
+    write_atomic_with(path, |f| {
         use std::io::Write;
         f.write_all(text.as_bytes())
     })
-    .map_err(|e| mixer_core::Error::io(path, e).into())
+    .map_err(Into::into)
 }

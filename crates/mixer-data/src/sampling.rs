@@ -29,8 +29,36 @@ pub struct Window {
     pub len: usize,
 }
 
-/// A random window of at least `min_fraction` of `steps` points (length uniform between that
-/// and `steps`, start uniform among the positions that fit).
+impl Window {
+    /// The whole trajectory.
+    pub fn full(steps: usize) -> Self {
+        Self { start: 0, len: steps }
+    }
+
+    /// A random window of at least `fraction` of `steps` points and at least 2 (length uniform
+    /// between that and `steps`, start uniform among the positions that fit).
+    pub fn random(steps: usize, fraction: f64, rng: &mut Rng) -> Self {
+        let min_len = ((fraction * steps as f64).ceil() as usize).clamp(2.min(steps), steps);
+        let len = rng.random_range(min_len..=steps);
+        let start = rng.random_range(0..=steps - len);
+        Self { start, len }
+    }
+
+    /// Windows of `len` points (at least 2, at most `steps`) that cover `steps` points, each
+    /// starting where the previous one ends; the last one ends at the last point (it may
+    /// overlap its neighbour).
+    pub fn segments(steps: usize, len: usize) -> Vec<Self> {
+        let len = len.clamp(2.min(steps), steps);
+        let stride = (len - 1).max(1);
+        let mut starts: Vec<usize> = (0..).map(|i| i * stride).take_while(|s| s + len <= steps).collect();
+        if starts.last().is_none_or(|&s| s + len < steps) {
+            starts.push(steps - len);
+        }
+        starts.into_iter().map(|start| Self { start, len }).collect()
+    }
+}
+
+/// [`Window::random`] with its arguments checked: `min_fraction` in (0, 1], at least 2 steps.
 pub fn random_window(steps: usize, min_fraction: f64, rng: &mut Rng) -> Result<Window, DataError> {
     if !(min_fraction > 0.0 && min_fraction <= 1.0) {
         return Err(Error::config("min_fraction", format!("must be in (0, 1], got {min_fraction}")).into());
@@ -38,10 +66,7 @@ pub fn random_window(steps: usize, min_fraction: f64, rng: &mut Rng) -> Result<W
     if steps < 2 {
         return Err(Error::config("steps", format!("a window needs at least 2 time points, got {steps}")).into());
     }
-    let min_len = ((min_fraction * steps as f64).ceil() as usize).clamp(2, steps);
-    let len = rng.random_range(min_len..=steps);
-    let start = rng.random_range(0..=steps - len);
-    Ok(Window { start, len })
+    Ok(Window::random(steps, min_fraction, rng))
 }
 
 /// The steps `window` of every trajectory (times keep their absolute values).

@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use mixer_core::Routing;
 use mixer_core::host::{tensor2, to_vec};
-use mixer_experts::{ExpertConfig, ExpertError, HierShPlrnnConfig, MixtureOfExperts};
+use mixer_experts::{ExpertConfig, ExpertError, HierShPlrnnConfig, MixtureOfExperts, Rows};
 use mixer_ode::Rk4;
 
 type B = NdArray<f64>;
@@ -39,7 +39,7 @@ fn main() -> Result<(), ExpertError> {
     let traj = moe.rollout(&rk4, &routing, contexts.clone(), &env_of_row, x0.clone(), &times)?;
     println!("rollout {:?} (rows grouped by expert once, each expert integrated on its rows)", traj.dims());
     let target = traj.clone() * 1.05;
-    let losses = moe.expert_losses(&rk4, contexts, &env_of_row, x0, &times, target)?;
+    let losses = moe.expert_losses(&rk4, contexts, Rows::new(&env_of_row, x0, &times), target)?;
     println!("expert losses [envs, K] = {:?}", to_vec(losses));
 
     let plrnn = HierShPlrnnConfig { dim: 3, hidden: 16, context: 4, tf_alpha_min: 0.2 }.init::<B>(&device)?;

@@ -809,45 +809,51 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             .map_err(|e| rollout_error(e, None, rows.env_of_row))
     }
 
-    /// Loss of every expert on every environment, no routing: each expert is integrated on all
-    /// rows with its context slice, and the MSE over (times, dims) is averaged over each
-    /// environment's rows. `target: [rows, T, d]`; returns `[envs, K]`, NaN for environments
-    /// without rows and +inf where an expert's rollout fails (logged). Run it on an inference
-    /// backend: MixER's gate refit takes no gradient.
+    /// Loss of every expert on every environment, no routing: each expert is integrated alone
+    /// on all `rows` (their time rates and anchors honoured) with its context slice, and the
+    /// MSE over (times, dims) against `target: [rows, T, d]` is averaged over each
+    /// environment's rows. Returns `[envs, K]`, NaN for environments without rows and +inf
+    /// where an expert's rollout fails (logged). Run it on an inference backend: MixER's gate
+    /// refit takes no gradient.
     pub fn expert_losses(
         &self,
         integrator: &dyn Integrator<B>,
         contexts: Tensor<B, 2>,
-        env_of_row: &[usize],
-        x0: Tensor<B, 2>,
-        times: &[f64],
+        rows: Rows<'_, B>,
         target: Tensor<B, 3>,
-    ) -> Result<Tensor<B, 2>, ExpertError> {
-        let (envs, rows) = self.check(&contexts, &Rows::new(env_of_row, x0.clone(), times))?;
-        let [_, d] = x0.dims();
-        if target.dims() != [rows, times.len(), d] {
-            return Err(Error::shape("target trajectories", [rows, times.len(), d], target.dims()).into());
+    ) -> Result<Tensor<B, 2>, ExpertError>
+    where
+        X: 'static,
+    {
+        let (envs, n) = self.check(&contexts, &rows)?;
+        let [_, d] = rows.x0.dims();
+        if target.dims() != [n, rows.times.len(), d] {
+            return Err(Error::shape("target trajectories", [n, rows.times.len(), d], target.dims()).into());
         }
-        let device = x0.device();
+        let device = rows.x0.device();
         let mut counts = vec![0usize; envs];
-        for &e in env_of_row {
+        for &e in rows.env_of_row {
             counts[e] += 1;
         }
-        let mut averaging = vec![0.0; envs * rows];
-        for (r, &e) in env_of_row.iter().enumerate() {
-            averaging[e * rows + r] = 1.0 / counts[e] as f64;
+        let mut averaging = vec![0.0; envs * n];
+        for (r, &e) in rows.env_of_row.iter().enumerate() {
+            averaging[e * n + r] = 1.0 / counts[e] as f64;
         }
-        let averaging = Tensor::<B, 2>::from_data(TensorData::new(averaging, [envs, rows]), &device);
+        let averaging = Tensor::<B, 2>::from_data(TensorData::new(averaging, [envs, n]), &device);
         let missing: Vec<f64> = counts.iter().map(|&c| if c == 0 { f64::NAN } else { 0.0 }).collect();
         let missing = Tensor::<B, 2>::from_data(TensorData::new(missing, [envs, 1]), &device);
-        let env_idx = index::<B>(env_of_row, &device);
         let mut columns = Vec::with_capacity(self.num_experts());
-        for (k, expert) in self.experts.iter().enumerate() {
-            let field =
-                ExpertField::new(expert, self.context_slice(contexts.clone(), k)?.select(0, env_idx.clone()), None);
-            let column = match integrator.integrate(&field, x0.clone(), times) {
+        for k in 0..self.num_experts() {
+            let alone = Routing::constant(envs, k, &device);
+            let column = match self.rollout_rows_by(
+                integrator,
+                &alone,
+                contexts.clone(),
+                rows.clone(),
+                Dispatch::PerExpert,
+            ) {
                 Ok(pred) => {
-                    let row_mse: Tensor<B, 2> = (pred - target.clone()).square().reshape([rows as i32, -1]).mean_dim(1);
+                    let row_mse: Tensor<B, 2> = (pred - target.clone()).square().reshape([n as i32, -1]).mean_dim(1);
                     averaging.clone().matmul(row_mse)
                 }
                 Err(err) => {

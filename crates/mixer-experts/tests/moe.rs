@@ -208,7 +208,8 @@ fn expert_losses_score_every_expert_on_every_environment() {
     let env_of_row = [0, 2, 2, 0, 0];
     let rk4 = Rk4 { substeps: 1 };
     let target = Tensor::<TB, 3>::zeros([5, 4, 2], &device) + 0.3;
-    let losses = moe.expert_losses(&rk4, ctx.clone(), &env_of_row, x0.clone(), &TIMES, target.clone()).unwrap();
+    let rows = Rows::new(&env_of_row, x0.clone(), &TIMES);
+    let losses = moe.expert_losses(&rk4, ctx.clone(), rows, target.clone()).unwrap();
     assert_eq!(losses.dims(), [3, 2]);
     let l = to_vec(losses);
     for k in 0..2 {
@@ -256,8 +257,8 @@ fn solver_failures_name_the_expert_and_environments() {
             other => panic!("expected a rollout error of expert 0, got {other:?}"),
         }
     }
-    let losses =
-        to_vec(moe.expert_losses(&Failing, ctx, &env_of_row, x0, &TIMES, Tensor::zeros([5, 4, 2], &device)).unwrap());
+    let rows = Rows::new(&env_of_row, x0, &TIMES);
+    let losses = to_vec(moe.expert_losses(&Failing, ctx, rows, Tensor::zeros([5, 4, 2], &device)).unwrap());
     assert!(losses.iter().all(|v| *v == f64::INFINITY));
 }
 

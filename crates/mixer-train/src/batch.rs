@@ -8,10 +8,10 @@
 //! points then cost one rollout instead of one per family.
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use rand::Rng as _;
 
 use mixer_core::host::tensor2;
 use mixer_core::{Dataset, Rng};
+pub use mixer_data::Window;
 use mixer_experts::Rows;
 
 /// Trajectories of several environments that share one time grid.
@@ -56,43 +56,6 @@ type SlotStart = (usize, usize);
 /// Whether two normalised grids agree to rounding.
 fn same_grid(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0))
-}
-
-/// A contiguous window `[start, start + len)` of time indices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
-    /// First index.
-    pub start: usize,
-    /// Number of points.
-    pub len: usize,
-}
-
-impl Window {
-    /// The whole trajectory.
-    pub fn full(steps: usize) -> Self {
-        Self { start: 0, len: steps }
-    }
-
-    /// A random window of at least `fraction` of `steps` points (and at least 2).
-    pub fn random(steps: usize, fraction: f64, rng: &mut Rng) -> Self {
-        let min_len = ((fraction * steps as f64).ceil() as usize).clamp(2.min(steps), steps);
-        let len = rng.random_range(min_len..=steps);
-        let start = rng.random_range(0..=steps - len);
-        Self { start, len }
-    }
-
-    /// Windows of `len` points (at least 2, at most `steps`) that cover `steps` points, each
-    /// starting where the previous one ends; the last one ends at the last point (it may
-    /// overlap its neighbour).
-    pub fn segments(steps: usize, len: usize) -> Vec<Self> {
-        let len = len.clamp(2.min(steps), steps);
-        let stride = (len - 1).max(1);
-        let mut starts: Vec<usize> = (0..).map(|i| i * stride).take_while(|s| s + len <= steps).collect();
-        if starts.last().is_none_or(|&s| s + len < steps) {
-            starts.push(steps - len);
-        }
-        starts.into_iter().map(|start| Self { start, len }).collect()
-    }
 }
 
 impl<B: Backend> Batch<B> {

@@ -2,26 +2,13 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 use ndarray::Array2;
-use tracing::debug;
 
-use mixer_core::{Dataset, Integrator, Routing};
+use mixer_core::{Dataset, Integrator};
 use mixer_experts::{AnyExpert, MixtureOfExperts};
 
 use crate::TrainError;
 use crate::batch::{Batch, Window};
 use crate::fused_losses::fused_expert_loss_matrix;
-
-/// A routing that sends every one of `envs` environments to `expert`, weight 1.
-pub fn constant_routing<B: Backend>(envs: usize, expert: usize, device: &B::Device) -> Routing<B> {
-    Routing {
-        k: 1,
-        indices: vec![Some(expert); envs],
-        weights: Tensor::ones([envs, 1], device),
-        shared: vec![],
-        probs: None,
-        aux_losses: vec![],
-    }
-}
 
 /// MSE of each expert on each training environment over full trajectories (`max_trajs` per
 /// environment, all when `None`), `[envs, experts]`. An expert whose rollout fails (diverges)
@@ -43,8 +30,9 @@ pub fn expert_loss_matrix<B: Backend>(
     }
 }
 
-/// [`expert_loss_matrix`] on burn tensors through [`MixtureOfExperts::rollout_rows`]: any
-/// backend, solver and expert type; the reference for the fused host path.
+/// [`expert_loss_matrix`] on burn tensors ([`MixtureOfExperts::expert_losses`] on each group
+/// of rows that share a time grid): any backend, solver and expert type; the reference for the
+/// fused host path. An environment without rows keeps +inf.
 pub fn generic_expert_loss_matrix<B: Backend>(
     moe: &MixtureOfExperts<B, AnyExpert<B>>,
     integrator: &dyn Integrator<B>,
@@ -58,26 +46,12 @@ pub fn generic_expert_loss_matrix<B: Backend>(
     let experts = moe.num_experts();
     let mut out = Array2::from_elem((envs.len(), experts), f64::INFINITY);
     for g in &batch.groups {
-        // the averaging matrix and which environments the group holds do not depend on the expert
-        let averaging = batch.averaging(g, &device);
-        let present = mixer_core::host::to_vec(averaging.clone().sum_dim(1));
-        let rows = g.env_of_row.len();
-        for k in 0..experts {
-            let routing = constant_routing::<B>(envs.len(), k, &device);
-            match moe.rollout_rows(integrator, &routing, contexts.clone(), batch.rows(g)) {
-                Ok(pred) => {
-                    let row_loss: Tensor<B, 2> =
-                        (pred - g.target.clone()).square().reshape([rows as i32, -1]).mean_dim(1);
-                    let values = mixer_core::host::to_vec(averaging.clone().matmul(row_loss));
-                    for (e, (v, &w)) in values.iter().zip(&present).enumerate() {
-                        if w > 0.0 {
-                            out[[e, k]] = if v.is_finite() { *v } else { f64::INFINITY };
-                        }
-                    }
-                }
-                Err(err) => {
-                    debug!(expert = k, error = %err, "expert rollout failed in gate refit; loss set to infinity")
-                }
+        let losses = moe.expert_losses(integrator, contexts.clone(), batch.rows(g), g.target.clone())?;
+        let values = mixer_core::host::to_vec(losses);
+        for (e, row) in values.chunks_exact(experts).enumerate() {
+            // NaN: the environment has no rows in this group
+            for (k, &v) in row.iter().enumerate().filter(|(_, v)| !v.is_nan()) {
+                out[[e, k]] = if v.is_finite() { v } else { f64::INFINITY };
             }
         }
     }
@@ -129,7 +103,7 @@ mod tests {
                 for e in 0..3 {
                     let times = data.t.for_env(e).to_vec();
                     for k in 0..3 {
-                        let routing = constant_routing::<TestBackend>(3, k, &device);
+                        let routing = mixer_core::Routing::<TestBackend>::constant(3, k, &device);
                         let mut sum = 0.0;
                         for j in 0..trajs {
                             let x0 = tensor2(&[data.x[[e, j, 0, 0]], data.x[[e, j, 0, 1]]], [1, 2], &device);

@@ -58,7 +58,7 @@ pub use continual_objective::{EwcAnchor, heldout_mse, planned_episode};
 pub use continual_report::ContinualReport;
 pub use continual_settings::{ContinualMethod, ContinualSettings, DynamicsShape};
 pub use evaluate::{EvalReport, LongTerm, evaluate, predict, score};
-pub use expert_losses::{constant_routing, expert_loss_matrix, generic_expert_loss_matrix};
+pub use expert_losses::{expert_loss_matrix, generic_expert_loss_matrix};
 pub use field_eval::{CLOSE_RTOL, FieldEval, FieldMetrics, Rollout, evaluate_field, free_run};
 pub use field_train::{
     FIELD_CONFIG_FILE, FIELD_MODEL_FILE, FieldCurvePoint, FieldRunConfig, FieldTrainSettings, FieldTrainState,
