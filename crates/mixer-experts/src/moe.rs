@@ -179,6 +179,18 @@ struct SlotInputs<B: Backend> {
     scale: Tensor<B, 3>,
 }
 
+/// The units of a top-k or shared routing: every (row, slot) pair and every (row, shared
+/// expert) pair.
+struct MixtureUnits<B: Backend> {
+    /// Each unit as (row, row of `weights`).
+    pairs: Vec<(usize, usize)>,
+    /// (expert, its units), experts with units only, rows ascending within a group.
+    groups: Vec<(usize, Vec<usize>)>,
+    /// The weight column `[envs k + shared, 1]`: routed units read `weights[env, slot]`, shared
+    /// ones the constants appended after them.
+    weights: Tensor<B, 2>,
+}
+
 /// The weighted sum `sum_k w_rk f_k(x_r, ctx_rk)` over the experts taking part.
 struct MixtureField<B: Backend, X> {
     parts: Vec<ExpertField<B, X>>,
@@ -385,15 +397,16 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         if k == 1 && routing.shared.is_empty() && dispatch != Dispatch::Dense {
             return self.rollout_top1(integrator, routing, contexts, rows, dispatch);
         }
-        if dispatch == Dispatch::Fused
-            && let Some(y) = self.rollout_fused_mixture(integrator, routing, contexts.clone(), &rows)?
-        {
-            return Ok(y);
-        }
-        if matches!(dispatch, Dispatch::Stacked | Dispatch::Fused)
-            && let Some(y) = self.rollout_stacked_mixture(integrator, routing, contexts.clone(), &rows)?
-        {
-            return Ok(y);
+        if matches!(dispatch, Dispatch::Stacked | Dispatch::Fused) {
+            let units = self.mixture_units(routing, &rows);
+            if dispatch == Dispatch::Fused
+                && let Some(y) = self.rollout_fused_mixture(integrator, &units, contexts.clone(), &rows)?
+            {
+                return Ok(y);
+            }
+            if let Some(y) = self.rollout_stacked_mixture(integrator, &units, contexts.clone(), &rows)? {
+                return Ok(y);
+            }
         }
         let rates = rows.row_rates(&device);
         let env_idx = index::<B>(rows.env_of_row, &device);
@@ -694,16 +707,9 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         )
     }
 
-    /// The units of a top-k or shared routing: every (row, slot) pair and every (row, shared
-    /// expert) pair, as (row, row of the weight column), grouped by expert (experts with units
-    /// only, rows ascending within a group), and the weight column `[envs k + shared, 1]`:
-    /// routed units read `weights[env, slot]`, shared ones the constants appended after them.
-    #[allow(clippy::type_complexity)]
-    fn mixture_units(
-        &self,
-        routing: &Routing<B>,
-        rows: &Rows<'_, B>,
-    ) -> (Vec<(usize, usize)>, Vec<(usize, Vec<usize>)>, Tensor<B, 2>) {
+    /// The units of a top-k or shared routing ([`MixtureUnits`]), built once for whichever
+    /// mixture path takes them.
+    fn mixture_units(&self, routing: &Routing<B>, rows: &Rows<'_, B>) -> MixtureUnits<B> {
         let (k, envs) = (routing.k, routing.num_units());
         let mut pairs = Vec::new();
         let mut by_expert = vec![Vec::new(); self.num_experts()];
@@ -722,7 +728,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
             let shared = Tensor::from_data(TensorData::new(shared, [routing.shared.len(), 1]), &rows.x0.device());
             weights = Tensor::cat(vec![weights, shared], 0);
         }
-        (pairs, groups, weights)
+        MixtureUnits { pairs, groups, weights }
     }
 
     /// A top-k or shared routing integrated by the fused host path ([`Dispatch::Fused`]): one
@@ -731,7 +737,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
     fn rollout_fused_mixture(
         &self,
         integrator: &dyn Integrator<B>,
-        routing: &Routing<B>,
+        units: &MixtureUnits<B>,
         contexts: Tensor<B, 2>,
         rows: &Rows<'_, B>,
     ) -> Result<Option<Tensor<B, 3>>, ExpertError>
@@ -739,7 +745,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         X: 'static,
     {
         let Some(solver) = mixer_ode::HostSolver::from_integrator(integrator) else { return Ok(None) };
-        let (pairs, groups, weights) = self.mixture_units(routing, rows);
+        let MixtureUnits { pairs, groups, weights } = units;
         let Some(geps) = groups.iter().map(|&(k, _)| as_geps::<B, X>(&self.experts[k])).collect::<Option<Vec<_>>>()
         else {
             return Ok(None);
@@ -758,7 +764,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         }
         let all_rows: Vec<usize> = unit_rows.concat();
         let scale = rated(
-            weights.select(0, index::<B>(&weight_ids, &device)),
+            weights.clone().select(0, index::<B>(&weight_ids, &device)),
             rates.map(|r| r.select(0, index::<B>(&all_rows, &device))),
         );
         let inputs = FusedInputs {
@@ -780,7 +786,7 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
     fn rollout_stacked_mixture(
         &self,
         integrator: &dyn Integrator<B>,
-        routing: &Routing<B>,
+        units: &MixtureUnits<B>,
         contexts: Tensor<B, 2>,
         rows: &Rows<'_, B>,
     ) -> Result<Option<Tensor<B, 3>>, ExpertError>
@@ -788,13 +794,13 @@ impl<B: Backend, X: Expert<B> + Module<B>> MixtureOfExperts<B, X> {
         X: 'static,
     {
         let device = rows.x0.device();
-        let (pairs, groups, weights) = self.mixture_units(routing, rows);
+        let MixtureUnits { pairs, groups, weights } = units;
         if groups.is_empty() {
             return Ok(None);
         }
-        let Some((padding, params)) = self.stack_groups(&groups) else { return Ok(None) };
+        let Some((padding, params)) = self.stack_groups(groups) else { return Ok(None) };
         let SlotInputs { rows: padded_rows, ctx, scale } =
-            self.slot_inputs(&padding, &groups, &pairs, weights, contexts, rows)?;
+            self.slot_inputs(&padding, groups, pairs, weights.clone(), contexts, rows)?;
         let real: Vec<f64> = padding.order.iter().map(|u| if u.is_some() { 1.0 } else { 0.0 }).collect();
         let real = Tensor::<B, 1>::from_data(TensorData::new(real, [padded_rows.len()]), &device);
         let scale = scale.clone() * real.reshape(scale.dims());
@@ -1147,11 +1153,13 @@ mod tests {
         let weights = tensor2::<TestBackend>(&[0.6, 0.4, 0.9, 0.0, 1.0, 0.0, 0.3, 0.7, 0.5, 0.5], [5, 2], &device);
         let r = top2(&indices, weights, &[(1, 0.5)]);
         let rk4 = Rk4 { substeps: 1 };
-        let stacked = moe.rollout_stacked_mixture(&rk4, &r, ctx.clone(), &case.rows(x0.clone())).unwrap();
+        let rows = case.rows(x0.clone());
+        let units = moe.mixture_units(&r, &rows);
+        let stacked = moe.rollout_stacked_mixture(&rk4, &units, ctx.clone(), &rows).unwrap();
         let dense = moe.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0.clone()), Dispatch::Dense).unwrap();
         assert!(max_diff(&to_vec(stacked.expect("GEPS experts of one layout stack")), &to_vec(dense.clone())) < 1e-12);
         moe.experts[1] = ExpertConfig::Coda { width: 6, depth: 3 }.init(2, 2, &device).unwrap();
-        assert!(moe.rollout_stacked_mixture(&rk4, &r, ctx.clone(), &case.rows(x0.clone())).unwrap().is_none());
+        assert!(moe.rollout_stacked_mixture(&rk4, &units, ctx.clone(), &rows).unwrap().is_none());
         let fallback = moe.rollout_rows_by(&rk4, &r, ctx.clone(), case.rows(x0.clone()), Dispatch::Fused).unwrap();
         let per_expert = moe.rollout_rows_by(&rk4, &r, ctx, case.rows(x0), Dispatch::PerExpert).unwrap();
         assert_eq!(to_vec(fallback), to_vec(per_expert));
@@ -1296,7 +1304,8 @@ mod tests {
         let weights = tensor2::<AB>(&w, [5, 2], &device);
         let r = top2(&indices, weights, &[(1, 0.25)]);
         let rk4 = Rk4 { substeps: 2 };
-        let fused = moe.rollout_fused_mixture(&rk4, &r, ctx.clone(), &case.rows(x0.clone())).unwrap();
+        let rows = case.rows(x0.clone());
+        let fused = moe.rollout_fused_mixture(&rk4, &moe.mixture_units(&r, &rows), ctx.clone(), &rows).unwrap();
         assert_eq!(to_vec(fused.expect("the fused path applies")), one.0);
         let stacked = moe.rollout_rows_by(&rk4, &r, ctx, case.rows(x0), Dispatch::Stacked).unwrap();
         assert!(max_diff(&one.0, &to_vec(stacked)) < 1e-12);
